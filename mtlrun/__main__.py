@@ -1,0 +1,5 @@
+"""``python -m mtlrun`` is the ``mtlrun`` command."""
+
+from mtlrun.cli import main
+
+main()

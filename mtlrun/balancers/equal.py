@@ -1,0 +1,39 @@
+"""Equal weighting: the gradient of Σ_t w_t L_t, with w_t = 1 unless given statically."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from mtlrun.errors import ConfigError
+from mtlrun.model.paths import MultiTaskModel
+
+
+class Equal:
+    """Sum of task losses with fixed weights (default 1 each)."""
+
+    def __init__(self, tasks: Sequence[str], weights: Mapping[str, float] | None = None) -> None:
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            raise ConfigError(
+                f"`balancer.weights` has keys {unknown} that are not tasks of this run; "
+                f"allowed keys: {list(tasks)}."
+            )
+        negative = {t: w for t, w in weights.items() if w < 0}
+        if negative:
+            raise ConfigError(f"`balancer.weights` should be >= 0. Found {negative}.")
+        self.weights = {t: float(weights.get(t, 1.0)) for t in tasks}
+
+    def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
+        total = torch.stack([self.weights[t] * loss for t, loss in losses.items()]).sum()
+        total.backward()
+        return {f"weight/{t}": self.weights[t] for t in losses}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

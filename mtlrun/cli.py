@@ -1,0 +1,41 @@
+"""The ``mtlrun`` command: the only @hydra.main. Thin: compose, run, report errors briefly."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mtlrun.config.schema import register_configs
+from mtlrun.errors import MtlrunError
+
+log = logging.getLogger("mtlrun")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mtlrun.conf", config_name="config")
+def _main(cfg: DictConfig) -> float | None:
+    from mtlrun.run import run  # heavy imports after Hydra has handled --help/--cfg
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(cfg, run_dir)
+    except MtlrunError as e:
+        log.error("%s", e)
+        print(f"mtlrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    # A sweeper optimises the returned value: the mean primary validation metric.
+    scores = [next(iter(m.values())) for m in metrics["valid"].values()]
+    return sum(scores) / len(scores) if scores else None
+
+
+def main() -> None:
+    register_configs()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option of a group pulls its schema through its defaults list
+(``- /schema/<group>/<name>@_here_``), so a misspelt key or a wrong type is
+rejected at compose time with the full key name. Values that need more than a
+type check (choices, ranges, combinations) are checked in
+:mod:`mtlrun.config.validate`, all at once, before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+# --------------------------------------------------------------------------- data
+
+DATA_ROOT = "${oc.env:MTLRUN_DATA,data}"
+
+
+@dataclass
+class DataConf:
+    _target_: str = MISSING
+    name: str = MISSING
+    modality: str = MISSING  # text | image: which backbones fit
+    tasks: list[str] = MISSING
+    limit_train: int | None = None
+    limit_eval: int | None = None
+
+
+@dataclass
+class ToyDataConf(DataConf):
+    _target_: str = "mtlrun.data.tagging.toy_data"
+    name: str = "toy"
+    modality: str = "text"
+    tasks: list[str] = field(default_factory=lambda: ["pos", "chunk", "ner"])
+    n_train: int = 2000
+    n_valid: int = 300
+    n_test: int = 300
+    seed: int = 0
+
+
+@dataclass
+class ConllDataConf(DataConf):
+    _target_: str = "mtlrun.data.tagging.conll_data"
+    name: str = "conll"
+    modality: str = "text"
+    tasks: list[str] = field(default_factory=lambda: ["pos", "chunk", "ner"])
+    root: str = DATA_ROOT + "/conll2003"
+    source: str = "files"  # files | hub
+    min_word_freq: int = 1
+    max_word_len: int = 30
+
+
+@dataclass
+class Mnist3DataConf(DataConf):
+    _target_: str = "mtlrun.data.images.mnist3_data"
+    name: str = "mnist3"
+    modality: str = "image"
+    tasks: list[str] = field(default_factory=lambda: ["mnist", "fashion", "kmnist"])
+    root: str = DATA_ROOT
+    valid_size: int = 5000
+    missing_train: str = "error"  # error | split_test
+    split_seed: int = 0
+
+
+# ---------------------------------------------------------------------- backbones
+
+
+@dataclass
+class BackboneConf:
+    _target_: str = MISSING
+    modality: str = MISSING
+
+
+@dataclass
+class CNNBiLSTMConf(BackboneConf):
+    _target_: str = "mtlrun.backbones.cnn_bilstm.CNNBiLSTM"
+    modality: str = "text"
+    word_dim: int = 100
+    char_dim: int = 30
+    char_filters: int = 30
+    char_width: int = 3
+    hidden: int = 200
+    dropout: float = 0.5
+    embeddings: str | None = None  # GloVe-format text file
+
+
+@dataclass
+class LeNetBNConf(BackboneConf):
+    _target_: str = "mtlrun.backbones.lenet_bn.LeNetBN"
+    modality: str = "image"
+    channels: list[int] = field(default_factory=lambda: [6, 16])
+    kernel: int = 5
+
+
+@dataclass
+class ResNetConf(BackboneConf):
+    _target_: str = "mtlrun.backbones.resnet.ResNet"
+    modality: str = "image"
+    depth: int = 18
+    layers: list[int] | None = None  # overrides depth, e.g. [1, 1, 1, 1]
+    width: int = 64
+
+
+# ------------------------------------------------------------------------ methods
+
+
+@dataclass
+class MethodConf:
+    _target_: str = MISSING
+
+
+@dataclass
+class SingleConf(MethodConf):
+    _target_: str = "mtlrun.methods.single.SingleTask"
+
+
+@dataclass
+class HardConf(MethodConf):
+    _target_: str = "mtlrun.methods.hard.HardSharing"
+
+
+# ---------------------------------------------------------------------- balancers
+
+
+@dataclass
+class BalancerConf:
+    _target_: str = MISSING
+
+
+@dataclass
+class EqualConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.equal.Equal"
+    weights: dict[str, float] | None = None  # static per-task weights; missing tasks get 1
+
+
+# -------------------------------------------------------------------------- optim
+
+
+@dataclass
+class OptimConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConf(OptimConf):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConf(OptimConf):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+
+
+# ------------------------------------------------------------------------ trainer
+
+
+@dataclass
+class TrainerConf:
+    max_epochs: int = 5
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False
+    resume_dir: str | None = None  # run dir to resume; default: the newest unfinished run
+    grad_clip: float | None = 5.0  # max global gradient norm; null disables
+    lr_decay: float = 0.0  # lr_e = lr / (1 + lr_decay * e)  (Ma & Hovy 2016)
+    patience: int | None = None  # stop after this many epochs without a better valid score
+    steps_per_epoch: int | None = None  # default: one pass over the largest task
+    progress: bool = True  # progress bar (only shown on a terminal)
+    save_predictions: bool = True
+    plots: bool = True
+
+
+# ------------------------------------------------------------------------- top
+
+
+@dataclass
+class Config:
+    data: Any = MISSING
+    backbone: Any = MISSING
+    method: Any = MISSING
+    balancer: Any = MISSING
+    optim: Any = MISSING
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    name: str = "run"  # experiment name, recorded in metrics.json
+    notes: str | None = None
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"toy": ToyDataConf, "conll": ConllDataConf, "mnist3": Mnist3DataConf},
+    "backbone": {"cnn_bilstm": CNNBiLSTMConf, "lenet_bn": LeNetBNConf, "resnet": ResNetConf},
+    "method": {"single": SingleConf, "hard": HardConf},
+    "balancer": {"equal": EqualConf},
+    "optim": {"sgd": SGDConf, "adam": AdamConf},
+    "trainer": {"default": TrainerConf},
+}
+
+
+def register_configs() -> None:
+    """Store the top-level schema and every group schema in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

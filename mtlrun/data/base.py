@@ -1,0 +1,95 @@
+"""What every data set hands to the rest of mtlrun: tasks, input spec, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from torch import Tensor
+
+IGNORE_INDEX = -100  # target value of padding positions (ignored by the loss and the metrics)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prediction task.
+
+    ``metric`` is the task's primary score: ``"accuracy"`` (token or image accuracy) or
+    ``"f1"`` (entity-level micro F1, conlleval-compatible, via seqeval).
+    ``labels[i]`` is the name of class ``i``.
+    """
+
+    name: str
+    metric: str
+    labels: tuple[str, ...]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+
+class TextInputs(NamedTuple):
+    """A padded batch of sentences.
+
+    words: (B, L) word ids (0 = padding, 1 = unknown); chars: (B, L, C) char ids
+    (0 = padding, 1 = unknown); lengths: (B,) sentence lengths (on the CPU, for packing).
+    """
+
+    words: Tensor
+    chars: Tensor
+    lengths: Tensor
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone needs to know about its inputs to size its first block."""
+
+    modality: str  # "text" | "image"
+    n_words: int = 0
+    n_chars: int = 0
+    words: tuple[str, ...] = ()  # id -> word form (for pretrained embeddings)
+    channels: int = 0
+    height: int = 0
+    width: int = 0
+
+
+# One group of a step: the inputs and the targets of the tasks that read them.
+# CoNLL and toy have one group carrying every task; mnist3 has one group per task.
+Group = tuple[Any, dict[str, Tensor]]
+
+
+class MultiTaskData(Protocol):
+    """A data set ready for training: see :mod:`mtlrun.data.tagging` and :mod:`mtlrun.data.images`."""
+
+    name: str
+    tasks: list[Task]
+    input_spec: InputSpec
+    deviations: list[str]
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """Examples per split (and per task where tasks have their own inputs)."""
+        ...
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def train_steps(
+        self, batch_size: int, epoch: int, seed: int, steps: int | None = None
+    ) -> Iterator[list[Group]]:
+        """The training steps of one epoch; the order depends only on (seed, epoch)."""
+        ...
+
+    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]: ...
+
+
+@dataclass
+class Predictions:
+    """Gold and predicted label names of one split, per task, one list per example."""
+
+    gold: dict[str, list[list[str]]] = field(default_factory=dict)
+    pred: dict[str, list[list[str]]] = field(default_factory=dict)
+    words: list[list[str]] = field(default_factory=list)
+
+
+def task_names(tasks: Sequence[Task]) -> list[str]:
+    return [t.name for t in tasks]

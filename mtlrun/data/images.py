@@ -1,0 +1,113 @@
+"""Image classification tasks with one input stream each (MNIST, Fashion-MNIST, KMNIST).
+
+Every training step draws one batch of each task (seed 001 §4.5): the tasks read different
+images, so a step is a list of one group per task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mtlrun.data.base import Group, InputSpec, Task
+from mtlrun.data.mnist3 import MNIST3_TASKS, ImageSplits, load_image_task
+from mtlrun.errors import ConfigError
+
+CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                "Sneaker", "Bag", "Ankle boot"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+}
+
+
+def _to_float(images: Tensor) -> Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) scaled to [-1, 1]."""
+    return (images.float().unsqueeze(1) / 127.5) - 1.0
+
+
+class ImageTasksData:
+    """Per-task image splits held as float tensors; batches are index slices."""
+
+    modality = "image"
+
+    def __init__(
+        self,
+        name: str,
+        splits: dict[str, ImageSplits],
+        limit_train: int | None = None,
+        limit_eval: int | None = None,
+    ) -> None:
+        self.name = name
+        self.tasks = [Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits]
+        self.deviations = [s.deviation for s in splits.values() if s.deviation]
+        limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
+        self.data: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
+        for split, limit in limits.items():
+            self.data[split] = {}
+            for task, s in splits.items():
+                x, y = getattr(s, split)
+                self.data[split][task] = (_to_float(x[:limit] if limit else x), y[:limit] if limit else y)
+        first = next(iter(self.data["train"].values()))[0]
+        self.input_spec = InputSpec(
+            modality="image", channels=first.shape[1], height=first.shape[2], width=first.shape[3]
+        )
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        return {split: {t: len(y) for t, (_, y) in d.items()} for split, d in self.data.items()}
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """One pass over the largest task; smaller tasks start another shuffled pass."""
+        return max(math.ceil(len(y) / batch_size) for _, y in self.data["train"].values())
+
+    def train_steps(
+        self, batch_size: int, epoch: int, seed: int, steps: int | None = None
+    ) -> Iterator[list[Group]]:
+        n_steps = steps or self.steps_per_epoch(batch_size)
+        orders: dict[str, Tensor] = {}
+        for k, (task, (_, y)) in enumerate(self.data["train"].items()):
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch * 101 + k)
+            passes = math.ceil(n_steps * batch_size / len(y))
+            orders[task] = torch.cat([torch.randperm(len(y), generator=g) for _ in range(passes)])
+        for step in range(n_steps):
+            groups: list[Group] = []
+            for task, (x, y) in self.data["train"].items():
+                idx = orders[task][step * batch_size : (step + 1) * batch_size]
+                groups.append((x[idx], {task: y[idx]}))
+            yield groups
+
+    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
+        for task, (x, y) in self.data[split].items():
+            for k in range(0, len(y), batch_size):
+                yield x[k : k + batch_size], {task: y[k : k + batch_size]}
+
+
+def mnist3_data(
+    root: str,
+    tasks: Sequence[str] = MNIST3_TASKS,
+    valid_size: int = 5000,
+    missing_train: str = "error",
+    split_seed: int = 0,
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+    name: str = "mnist3",
+    modality: str = "image",
+) -> ImageTasksData:
+    """MNIST + Fashion-MNIST + KMNIST (METHODS §2) from torchvision's raw layout under ``root``.
+
+    Every selected task's files are checked before any is read into training tensors.
+    """
+    unknown = [t for t in tasks if t not in MNIST3_TASKS]
+    if unknown or not tasks:
+        raise ConfigError(
+            f"`data.tasks` should be a non-empty subset of {list(MNIST3_TASKS)}. "
+            f"Found `data.tasks = {list(tasks)}`."
+        )
+    splits = {
+        t: load_image_task(Path(root), t, valid_size, missing_train, split_seed) for t in tasks
+    }
+    return ImageTasksData(name, splits, limit_train, limit_eval)

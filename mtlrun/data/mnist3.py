@@ -1,0 +1,180 @@
+"""MNIST, Fashion-MNIST and KMNIST read from torchvision's raw idx layout.
+
+Each task lives in ``<root>/<Folder>/raw/`` as the four unpacked idx files. Validation is the
+last ``valid_size`` training images; test is the official t10k set. When a task's training files
+are missing, ``missing_train="split_test"`` builds train/valid/test from its official test set
+(80/10/10 %, stratified by class: 8000/1000/1000 for the 10,000-image test sets) and records
+that as a deviation from the paper's protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mtlrun.errors import ConfigError, DataError
+
+MNIST3_TASKS: tuple[str, ...] = ("mnist", "fashion", "kmnist")
+FOLDERS: dict[str, str] = {"mnist": "MNIST", "fashion": "FashionMNIST", "kmnist": "KMNIST"}
+TRAIN_FILES: tuple[str, str] = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+TEST_FILES: tuple[str, str] = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MISSING_TRAIN_MODES: tuple[str, ...] = ("error", "split_test")
+_DESCRIPTIONS = {TRAIN_FILES[0]: "train images", TRAIN_FILES[1]: "train labels"}
+
+
+@dataclass
+class ImageSplits:
+    """One task's splits as ``(images uint8 (N, 28, 28), labels int64 (N,))`` pairs.
+
+    ``deviation`` is a one-line note when the splits differ from the official protocol.
+    """
+
+    train: tuple[Tensor, Tensor]
+    valid: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    deviation: str | None = None
+
+
+def raw_dir(root: Path, task: str) -> Path:
+    """The folder holding ``task``'s idx files: ``<root>/<Folder>/raw``."""
+    return Path(root) / FOLDERS[task] / "raw"
+
+
+def _missing_message(task: str, missing: list[Path], train_only: bool) -> str:
+    others = ",".join(t for t in MNIST3_TASKS if t != task)
+    files = ", ".join(str(p.resolve()) for p in missing)
+    ways = [f"drop the task with data.tasks=[{others}]"]
+    if train_only:
+        ways.append(
+            "or build train/valid/test from its official test set with "
+            "data.missing_train=split_test (recorded as a deviation)"
+        )
+    ways.append("or point data.root=PATH at a folder with a full copy")
+    return f"{task}: missing data file(s): {files}. Ways on: {', '.join(ways)}."
+
+
+def _read_pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
+    """Read an idx image file and its label file; any read problem names the file."""
+    pair: list[Tensor] = []
+    for path, reader in ((images_path, read_image_file), (labels_path, read_label_file)):
+        try:
+            pair.append(reader(str(path)))
+        except Exception as exc:  # noqa: BLE001 - torchvision reports corruption many ways
+            raise DataError(
+                f"{path.resolve()}: not a readable idx file (truncated or corrupt: "
+                f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+            ) from None
+    images, labels = pair
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{labels_path.resolve()}: {labels.shape[0]} labels but {images_path.resolve()} "
+            f"holds {images.shape[0]} images (truncated or mismatched files)"
+        )
+    return images, labels
+
+
+def _class_quotas(counts: Tensor, total: int) -> Tensor:
+    """Split ``total`` over classes in proportion to ``counts`` (largest remainder), shape (C,)."""
+    exact = counts.double() * total / counts.sum()
+    quotas = exact.floor().long()
+    short = total - int(quotas.sum())
+    # Stable sort so ties go to the lower class index, keeping the split deterministic.
+    order = torch.argsort(exact - quotas.double(), descending=True, stable=True)
+    quotas[order[:short]] += 1
+    return quotas
+
+
+def split_test_set(
+    images: Tensor, labels: Tensor, seed: int = 0
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Stratified 80/10/10 % split of one set into train/valid/test (images (N,H,W), labels (N,)).
+
+    valid and test get ``N // 10`` items each (1000 for N = 10,000), shared out over classes in
+    proportion to their counts; train gets the rest. Deterministic in ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(labels, return_counts=True)
+    n_eval = labels.shape[0] // 10
+    valid_q, test_q = _class_quotas(counts, n_eval), _class_quotas(counts, n_eval)
+    parts: dict[str, list[Tensor]] = {"train": [], "valid": [], "test": []}
+    for cls, n_valid, n_test in zip(
+        classes.tolist(), valid_q.tolist(), test_q.tolist(), strict=True
+    ):
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(idx.shape[0], generator=generator)]
+        parts["valid"].append(idx[:n_valid])
+        parts["test"].append(idx[n_valid : n_valid + n_test])
+        parts["train"].append(idx[n_valid + n_test :])
+    splits = []
+    for name in ("train", "valid", "test"):
+        idx = torch.cat(parts[name])
+        # Mix the classes so a split read in order is not sorted by label.
+        idx = idx[torch.randperm(idx.shape[0], generator=generator)]
+        splits.append((images[idx], labels[idx]))
+    return splits[0], splits[1], splits[2]
+
+
+def _check_arguments(task: str, valid_size: int, missing_train: str) -> None:
+    if task not in FOLDERS:
+        raise ConfigError(
+            f"`data.tasks` entries should be one of {list(MNIST3_TASKS)}. Found `{task}`."
+        )
+    if missing_train not in MISSING_TRAIN_MODES:
+        raise ConfigError(
+            f"`data.missing_train` should be one of {list(MISSING_TRAIN_MODES)}. "
+            f"Found `data.missing_train = {missing_train}`."
+        )
+    if valid_size < 1:
+        raise ConfigError(
+            f"`data.valid_size` should be >= 1. Found `data.valid_size = {valid_size}`."
+        )
+
+
+def load_image_task(
+    root: Path, task: str, valid_size: int = 5000, missing_train: str = "error", seed: int = 0
+) -> ImageSplits:
+    """Load one task's train/valid/test from ``<root>/<Folder>/raw/`` (see module docstring).
+
+    Images come back as uint8 (N, 28, 28), labels as int64 (N,). ``seed`` only matters for the
+    ``split_test`` fallback.
+    """
+    _check_arguments(task, valid_size, missing_train)
+    folder = raw_dir(root, task)
+    train_paths = [folder / name for name in TRAIN_FILES]
+    test_paths = [folder / name for name in TEST_FILES]
+    # Check all four files before reading any, so one message lists every missing file.
+    missing_test = [p for p in test_paths if not p.is_file()]
+    missing_train_files = [p for p in train_paths if not p.is_file()]
+    if missing_test:
+        raise DataError(_missing_message(task, missing_test + missing_train_files, False))
+    if missing_train_files and missing_train == "error":
+        raise DataError(_missing_message(task, missing_train_files, True))
+
+    test = _read_pair(test_paths[0], test_paths[1])
+    if missing_train_files:
+        train, valid, test_part = split_test_set(*test, seed=seed)
+        what = " and ".join(_DESCRIPTIONS[p.name] for p in missing_train_files)
+        deviation = (
+            f"{task}: {what} missing; train/valid/test = {train[1].shape[0]}/"
+            f"{valid[1].shape[0]}/{test_part[1].shape[0]} stratified split of the official "
+            f"test set (seed {seed})"
+        )
+        return ImageSplits(train=train, valid=valid, test=test_part, deviation=deviation)
+
+    images, labels = _read_pair(train_paths[0], train_paths[1])
+    if valid_size >= labels.shape[0]:
+        raise DataError(
+            f"{train_paths[1].resolve()}: holds {labels.shape[0]} training images, too few for "
+            f"data.valid_size={valid_size} (lower data.valid_size)"
+        )
+    cut = labels.shape[0] - valid_size
+    return ImageSplits(
+        train=(images[:cut], labels[:cut]),
+        valid=(images[cut:], labels[cut:]),
+        test=test,
+        deviation=None,
+    )

@@ -1,0 +1,202 @@
+"""Sequence-tagging data (CoNLL-2003 and the generated toy set) as tensors and batches.
+
+Every batch carries the label sequences of all tasks: the tasks read the same sentences.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs
+from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, load_conll_hub
+from mtlrun.data.toy import generate_toy
+from mtlrun.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "<pad>", "<unk>"
+METRIC = {"pos": "accuracy", "chunk": "f1", "ner": "f1"}
+_DIGITS = re.compile(r"\d")
+
+
+def normalise_word(word: str) -> str:
+    """Word-table key: lower case, digits mapped to 0 (the char CNN still sees the raw form)."""
+    return _DIGITS.sub("0", word.lower())
+
+
+class Vocab:
+    """Index of strings with ``<pad>`` = 0 and ``<unk>`` = 1."""
+
+    def __init__(self, items: Sequence[str]) -> None:
+        self.items: list[str] = [PAD, UNK, *items]
+        self.index = {s: i for i, s in enumerate(self.items)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __call__(self, item: str) -> int:
+        return self.index.get(item, 1)
+
+
+def _select_tasks(tasks: Sequence[str], available: Sequence[str]) -> list[str]:
+    unknown = [t for t in tasks if t not in available]
+    if unknown or not tasks:
+        raise ConfigError(
+            f"`data.tasks` should be a non-empty subset of {list(available)}. "
+            f"Found `data.tasks = {list(tasks)}`."
+        )
+    return list(tasks)
+
+
+class TaggingData:
+    """Sentences of train/valid/test encoded once as tensors; batches are padded on demand.
+
+    Word ids come from a table built on the training split (forms seen at least
+    ``min_word_freq`` times); char ids from the training characters.
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        name: str,
+        splits: dict[str, list[Sentence]],
+        tasks: Sequence[str],
+        limit_train: int | None = None,
+        limit_eval: int | None = None,
+        min_word_freq: int = 1,
+        max_word_len: int = 30,
+    ) -> None:
+        self.name = name
+        self.deviations: list[str] = []
+        limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
+        self.sentences = {s: splits[s][: limits[s]] if limits[s] else splits[s] for s in splits}
+        train = self.sentences["train"]
+        counts = Counter(normalise_word(w) for s in train for w in s.words)
+        self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))
+        self.chars = Vocab(sorted({c for s in train for w in s.words for c in w}))
+        self.tag_vocab = {
+            t: sorted({tag for s in train for tag in s.tags[t]}) for t in tasks
+        }
+        self.tasks = [Task(t, METRIC[t], tuple(self.tag_vocab[t])) for t in tasks]
+        self.max_word_len = max_word_len
+        self.input_spec = InputSpec(
+            modality="text",
+            n_words=len(self.words),
+            n_chars=len(self.chars),
+            words=tuple(self.words.items),
+        )
+        self._encoded = {split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()}
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, sentence: Sentence) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        words = torch.tensor([self.words(normalise_word(w)) for w in sentence.words])
+        width = min(self.max_word_len, max(len(w) for w in sentence.words))
+        chars = torch.zeros(len(sentence.words), width, dtype=torch.long)
+        for i, w in enumerate(sentence.words):
+            ids = [self.chars(c) for c in w[:width]]
+            chars[i, : len(ids)] = torch.tensor(ids)
+        tags = {}
+        for task in self.tasks:
+            index = {tag: i for i, tag in enumerate(task.labels)}
+            # A tag unseen in training can never be predicted; it is scored but not trained on.
+            tags[task.name] = torch.tensor([index.get(t, IGNORE_INDEX) for t in sentence.tags[task.name]])
+        return words, chars, tags
+
+    def _collate(self, items: list[tuple[Tensor, Tensor, dict[str, Tensor]]]) -> Group:
+        lengths = torch.tensor([len(w) for w, _, _ in items])
+        words = pad_sequence([w for w, _, _ in items], batch_first=True)
+        width = max(c.shape[1] for _, c, _ in items)
+        chars = torch.zeros(len(items), words.shape[1], width, dtype=torch.long)
+        for i, (_, c, _) in enumerate(items):
+            chars[i, : c.shape[0], : c.shape[1]] = c
+        targets = {
+            t.name: pad_sequence(
+                [tags[t.name] for _, _, tags in items], batch_first=True, padding_value=IGNORE_INDEX
+            )
+            for t in self.tasks
+        }
+        return TextInputs(words, chars, lengths), targets
+
+    # ------------------------------------------------------------------ batches
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        return {
+            split: {"sentences": len(s), "tokens": sum(len(x) for x in s)}
+            for split, s in self.sentences.items()
+        }
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self._encoded["train"]) / batch_size)
+
+    def train_steps(
+        self, batch_size: int, epoch: int, seed: int, steps: int | None = None
+    ) -> Iterator[list[Group]]:
+        data = self._encoded["train"]
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(data), generator=g).tolist()
+        n_steps = steps or self.steps_per_epoch(batch_size)
+        while len(order) < n_steps * batch_size:  # explicit steps_per_epoch may exceed one pass
+            order += torch.randperm(len(data), generator=g).tolist()
+        for k in range(n_steps):
+            batch = order[k * batch_size : (k + 1) * batch_size]
+            yield [self._collate([data[i] for i in batch])]
+
+    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
+        data = self._encoded[split]
+        for k in range(0, len(data), batch_size):
+            yield self._collate(data[k : k + batch_size])
+
+    def example_words(self, split: str) -> list[list[str]]:
+        """The words of each example of a split, in evaluation order (for prediction files)."""
+        return [list(s.words) for s in self.sentences[split]]
+
+    def gold_tags(self, split: str, task: str) -> list[list[str]]:
+        """Gold tag strings of a split (unseen-in-training tags included, for honest scores)."""
+        return [list(s.tags[task]) for s in self.sentences[split]]
+
+
+def conll_data(
+    root: str,
+    tasks: Sequence[str] = CONLL_TASKS,
+    source: str = "files",
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+    min_word_freq: int = 1,
+    max_word_len: int = 30,
+    name: str = "conll",
+    modality: str = "text",
+) -> TaggingData:
+    """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub."""
+    tasks = _select_tasks(tasks, CONLL_TASKS)
+    if source not in ("files", "hub"):
+        raise ConfigError(f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`.")
+    splits = load_conll(Path(root)) if source == "files" else load_conll_hub()
+    return TaggingData(name, splits, tasks, limit_train, limit_eval, min_word_freq, max_word_len)
+
+
+def toy_data(
+    tasks: Sequence[str] = CONLL_TASKS,
+    n_train: int = 2000,
+    n_valid: int = 300,
+    n_test: int = 300,
+    seed: int = 0,
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+    name: str = "toy",
+    modality: str = "text",
+) -> TaggingData:
+    """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL."""
+    tasks = _select_tasks(tasks, CONLL_TASKS)
+    splits = generate_toy(n_train, n_valid, n_test, seed)
+    return TaggingData(name, splits, tasks, limit_train, limit_eval)

@@ -1,0 +1,107 @@
+"""The multi-task network F = (B, P, θ) of seed 001 §3: blocks, and one path per task.
+
+``blocks`` maps a block name to its module (parameters θ_i); ``paths[t]`` lists the block
+names that compute task t's output, the last one being t's head. ``users(i)`` is O(i), the
+tasks whose path runs through block i. Hard sharing, single-task networks, branching trees,
+skipped blocks (AdaShare) and per-task weight masks are all instances of this structure.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from mtlrun.backbones.accounting import count_parameters, counted_parameters
+
+
+class MultiTaskModel(nn.Module):
+    """Blocks shared along per-task paths; a shared path prefix is computed once per batch."""
+
+    def __init__(self, blocks: Mapping[str, nn.Module], paths: Mapping[str, Sequence[str]]) -> None:
+        super().__init__()
+        for task, path in paths.items():
+            missing = [b for b in path if b not in blocks]
+            if missing or not path:
+                raise ValueError(f"path of task {task!r} names unknown blocks {missing}")
+        self.blocks = nn.ModuleDict(dict(blocks))
+        self.paths: dict[str, tuple[str, ...]] = {t: tuple(p) for t, p in paths.items()}
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.paths)
+
+    def users(self, block: str) -> list[str]:
+        """O(i): the tasks whose path contains ``block``."""
+        return [t for t, p in self.paths.items() if block in p]
+
+    def head(self, task: str) -> str:
+        return self.paths[task][-1]
+
+    def trunk_blocks(self) -> list[str]:
+        """Blocks that are no task's head, in first-use order: the encoder of METHODS §3."""
+        heads = {p[-1] for p in self.paths.values()}
+        seen: dict[str, None] = {}
+        for p in self.paths.values():
+            for b in p[:-1]:
+                if b not in heads:
+                    seen[b] = None
+        return list(seen)
+
+    def shared_blocks(self) -> list[str]:
+        """Blocks used by more than one task."""
+        return [b for b in self.blocks if len(self.users(b)) > 1]
+
+    # ------------------------------------------------------------------ forward
+
+    def run_block(self, name: str, x: Any, task: str) -> Any:
+        """Apply one block for one task; methods with per-task masks or skips override this."""
+        return self.blocks[name](x)
+
+    def cache_key(self, task: str, prefix: tuple[str, ...]) -> Any:
+        """Outputs with equal keys are computed once; the default shares equal path prefixes."""
+        return prefix
+
+    def forward(self, inputs: Any, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """Outputs of the given tasks (default: all) on one input batch that they all read."""
+        cache: dict[Any, Any] = {}
+        out: dict[str, Tensor] = {}
+        for task in tasks if tasks is not None else self.paths:
+            x, prefix = inputs, ()
+            for name in self.paths[task]:
+                prefix = (*prefix, name)
+                key = self.cache_key(task, prefix)
+                if key not in cache:
+                    cache[key] = self.run_block(name, x, task)
+                x = cache[key]
+            out[task] = x
+        return out
+
+    # ------------------------------------------------------------------ tree operations
+
+    def peel(self, task: str) -> MultiTaskModel:
+        """peel(F, t): an independent copy of task t's sub-network alone (seed 001 §3)."""
+        path = self.paths[task]
+        blocks = {b: copy.deepcopy(self.blocks[b]) for b in path}
+        return MultiTaskModel(blocks, {task: path})
+
+    # ------------------------------------------------------------------ accounting
+
+    def param_counts(self) -> dict[str, Any]:
+        """Encoder parameters (METHODS §4): supernet, used (active for ≥1 task), per task.
+
+        Heads and ``uncounted`` submodules (embedding tables) are outside this unit.
+        """
+        trunk = self.trunk_blocks()
+        sizes = {b: count_parameters(self.blocks[b]) for b in trunk}
+        heads = {p[-1] for p in self.paths.values()}
+        supernet = sum(count_parameters(m) for b, m in self.blocks.items() if b not in heads)
+        per_task = {t: sum(sizes[b] for b in p[:-1] if b in sizes) for t, p in self.paths.items()}
+        return {"supernet": supernet, "used": sum(sizes.values()), "per_task": per_task}
+
+    def counted_named_parameters(self, block: str) -> list[tuple[str, nn.Parameter]]:
+        return counted_parameters(self.blocks[block])

@@ -1,0 +1,160 @@
+"""run(cfg): the one place where the composed config becomes objects, then a linear run."""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import mtlrun
+from mtlrun.config.validate import validate
+from mtlrun.errors import ConfigError
+from mtlrun.training import checkpoint
+from mtlrun.training.device import pick_device
+from mtlrun.training.evaluate import evaluate
+from mtlrun.training.loop import FitState, TrainSettings, fit, restore
+from mtlrun.training.outputs import plot_curves, write_history, write_json, write_predictions
+
+log = logging.getLogger("mtlrun")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str | None:
+    """The commit of the mtlrun source tree (with ``-dirty`` when it has uncommitted changes)."""
+    root = Path(mtlrun.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _settings(cfg: DictConfig) -> TrainSettings:
+    t = cfg.trainer
+    return TrainSettings(
+        max_epochs=t.max_epochs, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+        seed=t.seed, grad_clip=t.grad_clip, lr_decay=t.lr_decay, patience=t.patience,
+        steps_per_epoch=t.steps_per_epoch, progress=t.progress,
+    )
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Path | None:
+    if not cfg.trainer.resume:
+        return None
+    if cfg.trainer.resume_dir:
+        path = Path(cfg.trainer.resume_dir) / "checkpoints" / "last.pt"
+        if not path.is_file():
+            raise ConfigError(f"`trainer.resume_dir` has no checkpoint: {path} does not exist.")
+        diff = checkpoint.config_differences(checkpoint.load(path).get("config", {}), config)
+        if diff:
+            raise ConfigError(f"cannot resume {path}: it was trained with different values of {diff}.")
+        return path
+    root = next((p for p in run_dir.resolve().parents if p.name == "outputs"), run_dir.resolve().parent)
+    path = checkpoint.find_resumable(root, config, exclude=run_dir.resolve())
+    if path is None:
+        raise ConfigError(f"`trainer.resume=true` but no checkpoint under {root} was saved with this "
+                          "configuration; give `trainer.resume_dir=RUN_DIR`.")
+    return path
+
+
+def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str, Any]:
+    """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``."""
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = _settings(cfg)
+    device = pick_device(cfg.trainer.device)
+    seed_everything(settings.seed)
+
+    data = instantiate(cfg.data, _convert_="all")
+    for split, counts in data.sizes().items():
+        log.info("data %s %s: %s", data.name, split, ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for note in data.deviations:
+        log.warning("deviation from the paper's protocol: %s", note)
+    tasks = data.tasks
+    # Runtime objects go in after instantiation: Hydra would turn a dataclass kwarg into config.
+    backbone = instantiate(cfg.backbone, _partial_=True, _convert_="all")(input_spec=data.input_spec)
+    method = instantiate(cfg.method, _convert_="all")
+    torch.manual_seed(settings.seed)
+    model = method.build(backbone=backbone, tasks=tasks).to(device)
+    params = model.param_counts()
+    log.info("model: %s on %s; encoder params used %d (per task %s)",
+             cfg.method._target_.rsplit(".", 1)[-1], device, params["used"], params["per_task"])
+    balancer = instantiate(cfg.balancer, tasks=[t.name for t in tasks], _convert_="all")
+    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+
+    state: FitState | None = None
+    resumed_from = _resume_path(cfg, run_dir, config)
+    if resumed_from is not None:
+        state, _ = restore(resumed_from, model, optimizer, balancer)
+        log.info("resuming %s after epoch %d", resumed_from, state.epoch)
+
+    def after_epoch(s: FitState) -> None:
+        write_history(run_dir / "history.csv", s.history)
+
+    state = fit(model, data, tasks, balancer, optimizer, settings, device, run_dir / "checkpoints",
+                state=state, extra_state=lambda: {"config": config}, on_epoch=after_epoch)
+
+    if state.best_model is not None:
+        model.load_state_dict(state.best_model)
+    start = time.perf_counter()
+    test = evaluate(model, data, "test", tasks, settings.eval_batch_size, device)
+    valid = evaluate(model, data, "valid", tasks, settings.eval_batch_size, device)
+    metrics = {
+        "test": test.metrics,
+        "valid": valid.metrics,
+        "params": params,
+        "time": {"train_s": round(state.train_s, 3), "search_s": None,
+                 "epoch_s": round(state.train_s / max(len(state.history), 1), 3),
+                 "eval_s": round(time.perf_counter() - start, 3)},
+        "epochs": {"trained": state.epoch, "best": state.best_epoch},
+        "loss": {"test": test.loss, "valid": valid.loss},
+        "data": {"name": data.name, "tasks": [t.name for t in tasks], "sizes": data.sizes(),
+                 "deviations": data.deviations},
+        "config": {"data": cfg.data.name, "backbone": cfg.backbone._target_.rsplit(".", 1)[-1],
+                   "method": cfg.method._target_.rsplit(".", 1)[-1],
+                   "balancer": cfg.balancer._target_.rsplit(".", 1)[-1], "name": cfg.name},
+        "run": {"command": command or "mtlrun " + " ".join(sys.argv[1:]), "seed": settings.seed,
+                "git_commit": git_commit(), "mtlrun_version": mtlrun.__version__,
+                "torch_version": torch.__version__, "device": str(device),
+                "resumed_from": str(resumed_from) if resumed_from else None},
+    }
+    # The finished result goes to disk first; nothing written after it can lose it.
+    write_json(run_dir / "metrics.json", metrics)
+    log.info("test: %s", {t: {m: round(v, 4) for m, v in ms.items()} for t, ms in test.metrics.items()})
+    _write_artefacts(cfg, run_dir, data, tasks, test, state)
+    log.info("outputs in %s", run_dir)
+    return metrics
+
+
+def _write_artefacts(cfg: DictConfig, run_dir: Path, data: Any, tasks: list, test: Any, state: FitState) -> None:
+    """Predictions and plots; a failure here is logged, never fatal (metrics.json is written)."""
+    try:
+        if cfg.trainer.save_predictions and hasattr(data, "example_words"):
+            (run_dir / "predictions").mkdir(exist_ok=True)
+            words = data.example_words("test")
+            for t in tasks:
+                write_predictions(run_dir / "predictions" / f"test_{t.name}.txt", words,
+                                  test.gold[t.name], test.pred[t.name])
+        if cfg.trainer.plots and state.history:
+            plot_curves(run_dir / "curves.png", state.history, [t.name for t in tasks],
+                        {t.name: t.metric for t in tasks})
+    except Exception as e:  # noqa: BLE001 - artefacts must not lose the finished metrics
+        log.warning("could not write every artefact (%s: %s); metrics.json is complete", type(e).__name__, e)

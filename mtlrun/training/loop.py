@@ -1,0 +1,201 @@
+"""The training loop: steps, per-epoch validation, best-on-valid selection, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mtlrun.balancers.base import Balancer
+from mtlrun.data.base import MultiTaskData, Task
+from mtlrun.model.paths import MultiTaskModel
+from mtlrun.training import checkpoint
+from mtlrun.training.device import to_device
+from mtlrun.training.evaluate import Evaluation, evaluate, task_loss
+from mtlrun.training.metrics import mean_primary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Flat trainer settings (the ``trainer`` config group)."""
+
+    max_epochs: int
+    batch_size: int
+    eval_batch_size: int = 256
+    seed: int = 0
+    grad_clip: float | None = 5.0
+    lr_decay: float = 0.0
+    patience: int | None = None
+    steps_per_epoch: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class FitState:
+    """Everything that a checkpoint restores."""
+
+    epoch: int = 0  # epochs finished
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    train_s: float = 0.0
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _show_progress(enabled: bool) -> bool:
+    return enabled and sys.stderr.isatty()
+
+
+def train_epoch(
+    model: MultiTaskModel,
+    data: MultiTaskData,
+    balancer: Balancer,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One epoch of steps; returns mean train loss per task and mean balancer logs."""
+    model.train()
+    n_steps = settings.steps_per_epoch or data.steps_per_epoch(settings.batch_size)
+    sums: dict[str, torch.Tensor] = {}
+    logs: dict[str, float] = {}
+    bar = tqdm(
+        data.train_steps(settings.batch_size, epoch, settings.seed, settings.steps_per_epoch),
+        total=n_steps, desc=f"epoch {epoch + 1}/{settings.max_epochs}", leave=False,
+        disable=not _show_progress(settings.progress), dynamic_ncols=True,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    for groups in bar:
+        optimizer.zero_grad(set_to_none=True)
+        losses = {}
+        for inputs, targets in groups:
+            outputs = model(to_device(inputs, device), tasks=list(targets))
+            for task, logits in outputs.items():
+                losses[task] = task_loss(logits, targets[task].to(device))
+        for key, value in balancer.backward(losses, model).items():
+            logs[key] = logs.get(key, 0.0) + value
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        for task, loss in losses.items():
+            sums[task] = sums.get(task, torch.zeros((), device=device)) + loss.detach()
+    out = {f"train/loss/{t}": float(s) / n_steps for t, s in sums.items()}
+    out.update({k: v / n_steps for k, v in logs.items()})
+    return out
+
+
+def fit(
+    model: MultiTaskModel,
+    data: MultiTaskData,
+    tasks: Sequence[Task],
+    balancer: Balancer,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    device: torch.device,
+    checkpoint_dir: Path,
+    state: FitState | None = None,
+    extra_state: Callable[[], dict[str, Any]] | None = None,
+    on_epoch: Callable[[FitState], None] | None = None,
+) -> FitState:
+    """Train for ``settings.max_epochs`` (continuing from ``state`` when resuming).
+
+    After every epoch: validation, best-on-valid bookkeeping (mean of the tasks' primary
+    metrics), ``checkpoints/last.pt`` and, when improved, ``checkpoints/best.pt``.
+    """
+    state = state or FitState()
+    base_lr = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
+        g["initial_lr"] = lr
+    while state.epoch < settings.max_epochs:
+        epoch = state.epoch
+        for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
+            g["lr"] = lr / (1.0 + settings.lr_decay * epoch)
+        start = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        row["time/train_s"] = time.perf_counter() - start
+        state.train_s += row["time/train_s"]
+        valid = evaluate(model, data, "valid", tasks, settings.eval_batch_size, device)
+        score = mean_primary(valid.metrics, tasks)
+        row.update(_flat("valid", valid))
+        row["valid/score"] = score
+        state.epoch = epoch + 1
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch = score, epoch + 1
+            state.best_model = _cpu_copy(model.state_dict())
+        row["time/epoch_s"] = time.perf_counter() - start
+        state.history.append(row)
+        _save(checkpoint_dir, model, optimizer, balancer, state, extra_state, improved)
+        log.info(_summary(row, tasks, improved))
+        if on_epoch is not None:
+            on_epoch(state)
+        if settings.patience and state.epoch - state.best_epoch >= settings.patience:
+            log.info("no better validation score for %d epochs: stopping early", settings.patience)
+            break
+    return state
+
+
+def _flat(split: str, ev: Evaluation) -> dict[str, float]:
+    row = {f"{split}/loss/{t}": v for t, v in ev.loss.items()}
+    for t, ms in ev.metrics.items():
+        row.update({f"{split}/{t}/{m}": v for m, v in ms.items()})
+    return row
+
+
+def _summary(row: dict[str, Any], tasks: Sequence[Task], improved: bool) -> str:
+    scores = " ".join(f"{t.name} {t.metric} {row[f'valid/{t.name}/{t.metric}']:.4f}" for t in tasks)
+    return (f"epoch {row['epoch']}: valid {scores} | mean {row['valid/score']:.4f}"
+            f"{' *' if improved else ''} | {row['time/epoch_s']:.1f}s")
+
+
+def _save(
+    directory: Path,
+    model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer,
+    balancer: Balancer,
+    state: FitState,
+    extra_state: Callable[[], dict[str, Any]] | None,
+    improved: bool,
+) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "balancer": balancer.state_dict(),
+        "fit": {k: copy.copy(v) for k, v in state.__dict__.items()},
+        "rng": checkpoint.rng_state(),
+        **(extra_state() if extra_state else {}),
+    }
+    checkpoint.save(directory / "last.pt", payload)
+    if improved and state.best_model is not None:
+        checkpoint.save(directory / "best.pt", {"model": state.best_model, "epoch": state.best_epoch,
+                                                  "score": state.best_score})
+
+
+def restore(
+    path: Path, model: MultiTaskModel, optimizer: torch.optim.Optimizer, balancer: Balancer
+) -> tuple[FitState, dict[str, Any]]:
+    """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
+    payload = checkpoint.load(path)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    balancer.load_state_dict(payload["balancer"])
+    checkpoint.set_rng_state(payload["rng"])
+    return FitState(**payload["fit"]), payload

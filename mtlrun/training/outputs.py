@@ -1,0 +1,81 @@
+"""What a run writes into its folder (METHODS §6): metrics.json, history.csv, predictions, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_plain) + "\n")
+    os.replace(tmp, path)
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One row per epoch; columns are the union of all rows' keys in first-seen order."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def write_predictions(
+    path: Path, words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> None:
+    """``word gold pred`` per token, a blank line between sentences (conlleval's input format)."""
+    with path.open("w") as f:
+        for ws, gs, ps in zip(words, gold, pred, strict=True):
+            for w, g, p in zip(ws, gs, ps, strict=True):
+                f.write(f"{w} {g} {p}\n")
+            f.write("\n")
+
+
+def plot_curves(path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str], metric: dict[str, str]) -> None:
+    """Training curves: train/valid loss per task and the primary valid metric, by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for t in tasks:
+        for kind, style in (("train", "-"), ("valid", "--")):
+            ys = [r.get(f"{kind}/loss/{t}", math.nan) for r in rows]
+            axes[0].plot(epochs, ys, style, label=f"{t} {kind}")
+        axes[1].plot(epochs, [r.get(f"valid/{t}/{metric[t]}", math.nan) for r in rows], marker="o",
+                     label=f"{t} ({metric[t]})")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="score", title="validation")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
