@@ -24,7 +24,6 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg, run_dir)
     except MtlrunError as e:
-        log.error("%s", e)
         print(f"mtlrun: error: {e}", file=sys.stderr)
         sys.exit(2)
     # A sweeper optimises the returned value: the mean primary validation metric.

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrun
 from mtlrun.config.validate import validate
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ConfigError, MtlrunError
 from mtlrun.training import checkpoint
 from mtlrun.training.device import pick_device
 from mtlrun.training.evaluate import evaluate
@@ -25,6 +26,28 @@ from mtlrun.training.loop import FitState, TrainSettings, fit, restore
 from mtlrun.training.outputs import plot_curves, write_history, write_json, write_predictions
 
 log = logging.getLogger("mtlrun")
+
+
+def build(node: Any, runtime: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """``instantiate`` that lets mtlrun's own errors through unwrapped (Hydra wraps them).
+
+    ``runtime`` objects (data specs, tasks) are passed after instantiation: Hydra would turn
+    a dataclass keyword argument into config. A component's ValueError is a config error.
+    """
+    target = node.get("_target_", "?")
+    try:
+        if runtime is None:
+            return instantiate(node, _convert_="all", **kwargs)
+        return instantiate(node, _convert_="all", _partial_=True, **kwargs)(**runtime)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, MtlrunError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{target}: {cause}") from None
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{target}: {e}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -83,22 +106,21 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str,
     device = pick_device(cfg.trainer.device)
     seed_everything(settings.seed)
 
-    data = instantiate(cfg.data, _convert_="all")
+    data = build(cfg.data)
     for split, counts in data.sizes().items():
         log.info("data %s %s: %s", data.name, split, ", ".join(f"{v} {k}" for k, v in counts.items()))
     for note in data.deviations:
         log.warning("deviation from the paper's protocol: %s", note)
     tasks = data.tasks
-    # Runtime objects go in after instantiation: Hydra would turn a dataclass kwarg into config.
-    backbone = instantiate(cfg.backbone, _partial_=True, _convert_="all")(input_spec=data.input_spec)
-    method = instantiate(cfg.method, _convert_="all")
+    backbone = build(cfg.backbone, runtime={"input_spec": data.input_spec})
+    method = build(cfg.method)
     torch.manual_seed(settings.seed)
     model = method.build(backbone=backbone, tasks=tasks).to(device)
     params = model.param_counts()
     log.info("model: %s on %s; encoder params used %d (per task %s)",
              cfg.method._target_.rsplit(".", 1)[-1], device, params["used"], params["per_task"])
-    balancer = instantiate(cfg.balancer, tasks=[t.name for t in tasks], _convert_="all")
-    optimizer = instantiate(cfg.optim, _convert_="all")(model.parameters())
+    balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
+    optimizer = build(cfg.optim)(model.parameters())
 
     state: FitState | None = None
     resumed_from = _resume_path(cfg, run_dir, config)

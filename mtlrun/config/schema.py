@@ -166,8 +166,8 @@ class AdamConf(OptimConf):
 
 @dataclass
 class TrainerConf:
-    max_epochs: int = 5
-    batch_size: int = 32
+    max_epochs: int = 12
+    batch_size: int = 16
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
