@@ -133,7 +133,9 @@ class BalancerConf:
 @dataclass
 class EqualConf(BalancerConf):
     _target_: str = "mtlrun.balancers.equal.Equal"
-    weights: dict[str, float] | None = None  # static per-task weights; missing tasks get 1
+    # Static per-task weights, e.g. balancer.weights={ner:2.0}; other tasks get 1. Typed as Any
+    # because OmegaConf cannot add keys to a typed empty dict from the command line.
+    weights: Any = None
 
 
 # -------------------------------------------------------------------------- optim

@@ -63,6 +63,10 @@ def validate(cfg: DictConfig) -> None:
         p.append(f"`data.tasks` should be a non-empty subset of {list(available)} without repeats. "
                  f"Found `data.tasks = {tasks}`.")
     weights = _get(cfg, "balancer.weights") or {}
+    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in weights.values()):
+        p.append(f"`balancer.weights` should map task names to numbers >= 0, e.g. {{ner: 2.0}}. "
+                 f"Found `balancer.weights = {weights}`.")
+        weights = {}
     unknown = sorted(set(weights) - set(tasks))
     if unknown:
         p.append(f"`balancer.weights` has keys {unknown} that are not tasks of this run; allowed: {tasks}.")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mtlrun.data.base import Group, InputSpec, Task
-from mtlrun.data.mnist3 import MNIST3_TASKS, ImageSplits, load_image_task
+from mtlrun.data.mnist3 import MNIST3_TASKS, ImageSplits, check_files, load_image_task
 from mtlrun.errors import ConfigError
 
 CLASS_NAMES = {
@@ -107,6 +107,8 @@ def mnist3_data(
             f"`data.tasks` should be a non-empty subset of {list(MNIST3_TASKS)}. "
             f"Found `data.tasks = {list(tasks)}`."
         )
+    for t in tasks:  # every task's files first: a missing one stops the run before any reading
+        check_files(Path(root), t, missing_train)
     splits = {
         t: load_image_task(Path(root), t, valid_size, missing_train, split_seed) for t in tasks
     }

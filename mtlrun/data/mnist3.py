@@ -57,6 +57,22 @@ def _missing_message(task: str, missing: list[Path], train_only: bool) -> str:
     return f"{task}: missing data file(s): {files}. Ways on: {', '.join(ways)}."
 
 
+def check_files(root: Path, task: str, missing_train: str = "error") -> list[Path]:
+    """Check a task's four idx files before anything is read; return the missing train files.
+
+    Missing test files always stop the run; missing train files only with
+    ``missing_train="error"``. The message names every missing file and the ways on.
+    """
+    folder = raw_dir(root, task)
+    missing_test = [folder / n for n in TEST_FILES if not (folder / n).is_file()]
+    missing_train_files = [folder / n for n in TRAIN_FILES if not (folder / n).is_file()]
+    if missing_test:
+        raise DataError(_missing_message(task, missing_test + missing_train_files, False))
+    if missing_train_files and missing_train == "error":
+        raise DataError(_missing_message(task, missing_train_files, True))
+    return missing_train_files
+
+
 def _read_pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
     """Read an idx image file and its label file; any read problem names the file."""
     pair: list[Tensor] = []
@@ -143,16 +159,10 @@ def load_image_task(
     ``split_test`` fallback.
     """
     _check_arguments(task, valid_size, missing_train)
+    missing_train_files = check_files(root, task, missing_train)
     folder = raw_dir(root, task)
     train_paths = [folder / name for name in TRAIN_FILES]
     test_paths = [folder / name for name in TEST_FILES]
-    # Check all four files before reading any, so one message lists every missing file.
-    missing_test = [p for p in test_paths if not p.is_file()]
-    missing_train_files = [p for p in train_paths if not p.is_file()]
-    if missing_test:
-        raise DataError(_missing_message(task, missing_test + missing_train_files, False))
-    if missing_train_files and missing_train == "error":
-        raise DataError(_missing_message(task, missing_train_files, True))
 
     test = _read_pair(test_paths[0], test_paths[1])
     if missing_train_files:

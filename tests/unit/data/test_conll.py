@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -141,10 +140,8 @@ def test_missing_folder_lists_all_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.realdata
-def test_real_conll_sizes() -> None:
-    if "MTLRUN_DATA" not in os.environ:
-        pytest.skip("set MTLRUN_DATA to the shared data folder")
-    data = load_conll(Path(os.environ["MTLRUN_DATA"]) / "conll2003")
+def test_real_conll_sizes(real_data: Path) -> None:
+    data = load_conll(real_data / "conll2003")
     assert {k: len(v) for k, v in data.items()} == {"train": 14041, "valid": 3250, "test": 3453}
     tokens = {k: sum(len(s) for s in v) for k, v in data.items()}
     assert tokens == {"train": 203621, "valid": 51362, "test": 46435}

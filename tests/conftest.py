@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny generated data in the real file formats, and config composition."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from mtlrun.config.schema import register_configs
+from tests.helpers.fakedata import write_conll_dir, write_mnist_family
+
+# Small enough for a 2-core laptop: the structure of every model is kept, only widths shrink.
+TINY_TEXT = ["backbone.word_dim=8", "backbone.char_dim=4", "backbone.char_filters=4", "backbone.hidden=6"]
+TINY_RESNET = ["backbone.layers=[1,1,1,1]", "backbone.width=4"]
+QUICK = ["trainer.max_epochs=2", "trainer.progress=false", "trainer.plots=true"]
+TOY_SMALL = ["data.n_train=40", "data.n_valid=12", "data.n_test=12"]
+
+
+@pytest.fixture(scope="session")
+def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MTLRUN_DATA-style folder: conll2003/ and MNIST/, FashionMNIST/, KMNIST/ raw idx files.
+
+    KMNIST lacks its training images, as on the project's machines.
+    """
+    root = tmp_path_factory.mktemp("data")
+    write_conll_dir(root / "conll2003", {"train": 30, "valid": 10, "test": 10})
+    write_mnist_family(root, n_train=80, n_test=40, missing={"kmnist": ["train-images-idx3-ubyte"]})
+    return root
+
+
+@pytest.fixture()
+def compose_cfg(monkeypatch: pytest.MonkeyPatch, fake_data_root: Path) -> Callable[..., DictConfig]:
+    """Compose the shipped config with overrides, MTLRUN_DATA pointing at the fake data."""
+    monkeypatch.setenv("MTLRUN_DATA", str(fake_data_root))
+    register_configs()
+
+    def _compose(overrides: list[str]) -> DictConfig:
+        with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+
+    return _compose
+
+
+@pytest.fixture()
+def real_data() -> Path:
+    """The real data folder (MTLRUN_DATA); the test skips when it is unset or absent."""
+    root = os.environ.get("MTLRUN_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip("MTLRUN_DATA is not set to a data folder")
+    return Path(root)

@@ -1,0 +1,60 @@
+"""Every YAML of every config group composes, validates and (for model groups) runs on tiny data.
+
+New files under conf/<group>/ are enrolled automatically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtlrun.config.validate import validate
+from mtlrun.run import run
+from tests.conftest import QUICK, TINY_RESNET, TINY_TEXT, TOY_SMALL
+
+CONF = Path(__file__).resolve().parents[3] / "conf"
+GROUPS = ["data", "backbone", "method", "balancer", "optim", "trainer", "experiment"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _fitting(group: str, option: str) -> list[str]:
+    """Overrides that make a run of this option small and consistent."""
+    if group == "experiment":
+        return []
+    if group == "backbone" and option != "cnn_bilstm":
+        extra = TINY_RESNET if option == "resnet" else []
+        return ["data=mnist3", "data.tasks=[mnist,fashion]", "data.valid_size=16", *extra]
+    if group == "data" and option == "mnist3":
+        return ["data.tasks=[mnist,fashion]", "data.valid_size=16"]
+    if group == "data" and option == "toy":
+        return [*TINY_TEXT, *TOY_SMALL]
+    if group == "data":
+        return TINY_TEXT
+    return [*TINY_TEXT, *TOY_SMALL]
+
+
+CASES = [(g, o) for g in GROUPS for o in _options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes_and_validates(compose_cfg, group: str, option: str) -> None:
+    extra = ["data.missing_train=split_test"] if option.startswith("mnist3") else []
+    cfg = compose_cfg([f"{group}={option}", *_fitting(group, option), *extra])
+    validate(cfg)
+
+
+RUN_CASES = [(g, o) for g in ("data", "backbone", "method", "balancer", "optim") for o in _options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), RUN_CASES, ids=[f"{g}={o}" for g, o in RUN_CASES])
+def test_option_runs_on_tiny_data(compose_cfg, tmp_path: Path, group: str, option: str) -> None:
+    cfg = compose_cfg([f"{group}={option}", *_fitting(group, option), *QUICK,
+                       "trainer.max_epochs=1", "trainer.plots=false", "data.limit_train=16"])
+    metrics = run(cfg, tmp_path)
+    assert set(metrics["test"]) == set(cfg.data.tasks)
+    assert metrics["params"]["used"] > 0
+    assert (tmp_path / "metrics.json").is_file()

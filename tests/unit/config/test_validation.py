@@ -1,0 +1,78 @@
+"""Config errors: typos and types at compose time, values and combinations in validate()."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from mtlrun.config.validate import validate
+from mtlrun.errors import ConfigError
+
+
+def test_default_config_is_valid(compose_cfg) -> None:
+    cfg = compose_cfg([])
+    validate(cfg)
+    assert cfg.data.name == "toy"
+    assert cfg.method._target_.endswith("HardSharing")
+
+
+def test_misspelt_key_is_rejected_with_its_full_name(compose_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as info:
+        compose_cfg(["trainer.max_epoch=3"])
+    assert "trainer.max_epoch" in str(info.value) or "max_epoch" in str(info.value.__cause__)
+
+
+def test_wrong_type_is_rejected(compose_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+        compose_cfg(["trainer.batch_size=many"])
+    text = str(info.value) + str(info.value.__cause__)
+    assert "batch_size" in text
+
+
+def test_unknown_option_lists_available(compose_cfg) -> None:
+    with pytest.raises(Exception) as info:
+        compose_cfg(["method=nonexistent"])
+    assert "method/nonexistent" in str(info.value)
+    assert "hard" in str(info.value) and "single" in str(info.value)
+
+
+def test_bad_values_are_reported_together(compose_cfg) -> None:
+    cfg = compose_cfg(["trainer.max_epochs=0", "trainer.device=gpu", "data.tasks=[pos,foo]"])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert "`trainer.max_epochs` should be an integer >= 1. Found `trainer.max_epochs = 0`." in text
+    assert "`trainer.device` should be one of auto, cpu, cuda, cuda:N. Found `trainer.device = gpu`." in text
+    assert "`data.tasks` should be a non-empty subset of ['pos', 'chunk', 'ner']" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["data=conll", "backbone=lenet_bn"], "Allowed backbones for data=conll: ['cnn_bilstm']"),
+        (["data=mnist3", "backbone=cnn_bilstm"], "Allowed backbones for data=mnist3: ['lenet_bn', 'resnet']"),
+        (["optim.nesterov=true"], "`optim.nesterov=true` needs `optim.momentum` > 0"),
+        (["data=mnist3", "data.missing_train=skip"], "`data.missing_train` should be one of error, split_test"),
+        (["balancer.weights={foo: 2.0}"], "`balancer.weights` has keys ['foo']"),
+        (["optim.lr=-1"], "`optim.lr` should be > 0. Found `optim.lr = -1.0`."),
+    ],
+)
+def test_golden_error_texts(compose_cfg, overrides: list[str], fragment: str) -> None:
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert fragment in str(info.value)
+
+
+def test_data_group_picks_a_fitting_backbone_and_batch_size(compose_cfg) -> None:
+    assert compose_cfg(["data=mnist3"]).backbone._target_.endswith("LeNetBN")
+    assert compose_cfg(["data=mnist3", "backbone=resnet"]).backbone._target_.endswith("ResNet")
+    assert compose_cfg(["data=conll"]).trainer.batch_size == 10
+    assert compose_cfg(["data=conll", "trainer.batch_size=7"]).trainer.batch_size == 7
+
+
+def test_data_root_follows_mtlrun_data(compose_cfg, fake_data_root) -> None:
+    cfg = compose_cfg(["data=conll"])
+    assert cfg.data.root == f"{fake_data_root}/conll2003"
+    assert compose_cfg(["data=mnist3"]).data.root == str(fake_data_root)
