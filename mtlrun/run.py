@@ -73,7 +73,7 @@ def _settings(cfg: DictConfig) -> TrainSettings:
     t = cfg.trainer
     return TrainSettings(
         max_epochs=t.max_epochs, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
-        seed=t.seed, grad_clip=t.grad_clip, lr_decay=t.lr_decay, patience=t.patience,
+        seed=t.seed, grad_clip=t.grad_clip, lr_decay=t.lr_decay, patience=t.patience, max_minutes=t.max_minutes,
         steps_per_epoch=t.steps_per_epoch, progress=t.progress,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -22,9 +23,9 @@ class Equal:
                 f"`balancer.weights` has keys {unknown} that are not tasks of this run; "
                 f"allowed keys: {list(tasks)}."
             )
-        negative = {t: w for t, w in weights.items() if w < 0}
+        negative = {t: w for t, w in weights.items() if not (math.isfinite(w) and w >= 0)}
         if negative:
-            raise ConfigError(f"`balancer.weights` should be >= 0. Found {negative}.")
+            raise ConfigError(f"`balancer.weights` should be finite and >= 0. Found {negative}.")
         self.weights = {t: float(weights.get(t, 1.0)) for t in tasks}
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:

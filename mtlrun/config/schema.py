@@ -178,6 +178,7 @@ class TrainerConf:
     grad_clip: float | None = 5.0  # max global gradient norm; null disables
     lr_decay: float = 0.0  # lr_e = lr / (1 + lr_decay * e)  (Ma & Hovy 2016)
     patience: int | None = None  # stop after this many epochs without a better valid score
+    max_minutes: float | None = None  # stop after the epoch that crosses this wall-time budget
     steps_per_epoch: int | None = None  # default: one pass over the largest task
     progress: bool = True  # progress bar (only shown on a terminal)
     save_predictions: bool = True

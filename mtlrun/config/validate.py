@@ -44,6 +44,7 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, f"{t}.grad_clip", lambda v: v is None or v > 0, "> 0, or null to disable clipping")
     _check(p, cfg, f"{t}.lr_decay", lambda v: v >= 0, ">= 0")
     _check(p, cfg, f"{t}.patience", _positive_or_null, "an integer >= 1 or null")
+    _check(p, cfg, f"{t}.max_minutes", lambda v: v is None or v > 0, "> 0 or null")
     _check(p, cfg, f"{t}.steps_per_epoch", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_train", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")
@@ -63,6 +64,8 @@ def validate(cfg: DictConfig) -> None:
         p.append(f"`data.tasks` should be a non-empty subset of {list(available)} without repeats. "
                  f"Found `data.tasks = {tasks}`.")
     weights = _get(cfg, "balancer.weights") or {}
+    if isinstance(weights, DictConfig):
+        weights = OmegaConf.to_container(weights)
     if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in weights.values()):
         p.append(f"`balancer.weights` should map task names to numbers >= 0, e.g. {{ner: 2.0}}. "
                  f"Found `balancer.weights = {weights}`.")

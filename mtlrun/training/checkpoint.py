@@ -45,7 +45,7 @@ def load(path: Path) -> dict[str, Any]:
 
 # Keys that may differ between an interrupted run and its resumption.
 RESUME_FREE = ("trainer.resume", "trainer.resume_dir", "trainer.max_epochs", "trainer.progress",
-               "trainer.device", "trainer.patience", "trainer.plots", "trainer.save_predictions")
+               "trainer.device", "trainer.patience", "trainer.max_minutes", "trainer.plots", "trainer.save_predictions")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

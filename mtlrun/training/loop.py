@@ -36,6 +36,7 @@ class TrainSettings:
     grad_clip: float | None = 5.0
     lr_decay: float = 0.0
     patience: int | None = None
+    max_minutes: float | None = None
     steps_per_epoch: int | None = None
     progress: bool = True
 
@@ -118,6 +119,7 @@ def fit(
     metrics), ``checkpoints/last.pt`` and, when improved, ``checkpoints/best.pt``.
     """
     state = state or FitState()
+    started = time.perf_counter()
     base_lr = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
         g["initial_lr"] = lr
@@ -149,6 +151,9 @@ def fit(
             on_epoch(state)
         if settings.patience and state.epoch - state.best_epoch >= settings.patience:
             log.info("no better validation score for %d epochs: stopping early", settings.patience)
+            break
+        if settings.max_minutes and time.perf_counter() - started > 60 * settings.max_minutes:
+            log.info("time budget of %.1f min spent after epoch %d: stopping", settings.max_minutes, state.epoch)
             break
     return state
 

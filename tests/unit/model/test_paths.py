@@ -80,7 +80,11 @@ def test_single_paths_users_and_trunk() -> None:
 
 def test_branching_tree_users() -> None:
     blocks = {n: nn.Identity() for n in ("root", "left", "right", "h1", "h2", "h3")}
-    paths = {"t1": ["root", "left", "h1"], "t2": ["root", "left", "h2"], "t3": ["root", "right", "h3"]}
+    paths = {
+        "t1": ["root", "left", "h1"],
+        "t2": ["root", "left", "h2"],
+        "t3": ["root", "right", "h3"],
+    }
     model = MultiTaskModel(blocks, paths)
     assert model.users("root") == ["t1", "t2", "t3"]
     assert model.users("left") == ["t1", "t2"]

@@ -72,7 +72,9 @@ def test_type_error_is_a_false_positive_and_a_false_negative() -> None:
     ],
 )
 def test_conlleval_i_tag_opens_a_span(gold: list[str], pred: list[str]) -> None:
-    assert span_scores([gold], [pred]) == pytest.approx({"precision": 1.0, "recall": 1.0, "f1": 1.0})
+    assert span_scores([gold], [pred]) == pytest.approx(
+        {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    )
 
 
 def test_no_spans_scores_zero_without_warnings() -> None:

@@ -98,7 +98,12 @@ def test_write_json_is_atomic_and_loads(tmp_path: Path) -> None:
 
 def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
     rows = [
-        {"epoch": e, "train/loss/a": 1.0 / e, "valid/loss/a": 1.2 / e, "valid/a/accuracy": 0.5 + 0.1 * e}
+        {
+            "epoch": e,
+            "train/loss/a": 1.0 / e,
+            "valid/loss/a": 1.2 / e,
+            "valid/a/accuracy": 0.5 + 0.1 * e,
+        }
         for e in (1, 2, 3)
     ]
     rows[1].pop("valid/loss/a")  # a missing value is a gap, not an error

@@ -1,0 +1,73 @@
+"""Same seed, same numbers; an interrupted run resumed ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtlrun.errors import ConfigError
+from mtlrun.run import run
+from tests.conftest import TINY_TEXT, TOY_SMALL
+
+BASE = [*TINY_TEXT, *TOY_SMALL, "trainer.progress=false", "trainer.plots=false", "optim.lr=0.5"]
+VOLATILE = ("time", "run")  # wall-clock seconds and the command line differ between runs
+
+
+def stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+def test_same_seed_gives_identical_metrics_json(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg([*BASE, "trainer.max_epochs=2"])
+    run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b")
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert stable(a) == stable(b)
+    c = run(compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.seed=1"]), tmp_path / "c")
+    assert stable(c)["valid"] != stable(a)["valid"]
+
+
+def test_resume_reaches_the_uninterrupted_result(compose_cfg, tmp_path: Path) -> None:
+    straight = run(compose_cfg([*BASE, "trainer.max_epochs=3"]), tmp_path / "straight")
+    # "Interrupted" after epoch 2: its checkpoints/last.pt holds epoch 2.
+    run(compose_cfg([*BASE, "trainer.max_epochs=2"]), tmp_path / "outputs" / "first")
+    resumed = run(
+        compose_cfg([*BASE, "trainer.max_epochs=3", "trainer.resume=true",
+                     f"trainer.resume_dir={tmp_path / 'outputs' / 'first'}"]),
+        tmp_path / "outputs" / "second",
+    )
+    assert resumed["run"]["resumed_from"].endswith("first/checkpoints/last.pt")
+    assert stable(resumed) == stable(straight)
+    history = (tmp_path / "outputs" / "second" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3  # header + the two restored epochs + the resumed one
+
+
+def test_resume_finds_the_newest_matching_run(compose_cfg, tmp_path: Path) -> None:
+    run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "one")
+    resumed = run(compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.resume=true"]),
+                  tmp_path / "outputs" / "two")
+    assert resumed["epochs"]["trained"] == 2
+    assert "one/checkpoints/last.pt" in resumed["run"]["resumed_from"]
+
+
+def test_resume_refuses_a_different_configuration(compose_cfg, tmp_path: Path) -> None:
+    run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "one")
+    cfg = compose_cfg([*BASE, "trainer.max_epochs=2", "optim.lr=0.1", "trainer.resume=true",
+                       f"trainer.resume_dir={tmp_path / 'outputs' / 'one'}"])
+    with pytest.raises(ConfigError, match=r"different values of \['optim.lr'\]"):
+        run(cfg, tmp_path / "outputs" / "two")
+
+
+def test_toy_hard_sharing_learns(compose_cfg, tmp_path: Path) -> None:
+    small = ["backbone.word_dim=32", "backbone.char_dim=8", "backbone.char_filters=8",
+             "backbone.hidden=32", "backbone.dropout=0.1", "data.n_train=300", "data.n_valid=50",
+             "data.n_test=50", "trainer.max_epochs=6", "optim.lr=0.3", "trainer.progress=false",
+             "trainer.plots=false", "trainer.batch_size=8"]
+    metrics = run(compose_cfg(small), tmp_path)
+    # Chance POS accuracy on toy is about 1/12; a trained tagger is far above it.
+    assert metrics["test"]["pos"]["accuracy"] > 0.5
+    assert metrics["test"]["chunk"]["f1"] > 0.5
+    assert metrics["epochs"]["best"] >= 3
