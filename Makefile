@@ -1,0 +1,17 @@
+.PHONY: help install lint format test test-all toy conll-hard
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+install:  ## editable install with test tools (README set-up)
+	pip install -e ".[test]"
+lint:  ## ruff lint + format check
+	ruff check mtlrun tests scripts && ruff format --check mtlrun tests scripts
+format:  ## ruff format
+	ruff format mtlrun tests scripts
+test:  ## the test suite (what CI runs)
+	pytest
+test-all:  ## the suite with real data and GPU tests (needs MTLRUN_DATA and a GPU)
+	pytest -m "not nothing"
+toy:  ## the default run on the embedded toy set
+	mtlrun
+conll-hard:  ## hard sharing on CoNLL-2003 with seed 000's settings
+	mtlrun experiment=conll_hard
