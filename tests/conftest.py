@@ -18,6 +18,8 @@ TINY_TEXT = ["backbone.word_dim=8", "backbone.char_dim=4", "backbone.char_filter
 TINY_RESNET = ["backbone.layers=[1,1,1,1]", "backbone.width=4"]
 QUICK = ["trainer.max_epochs=2", "trainer.progress=false", "trainer.plots=true"]
 TOY_SMALL = ["data.n_train=40", "data.n_valid=12", "data.n_test=12"]
+# Read once at import: fixtures below point MTLRUN_DATA at generated files during a test.
+REAL_DATA = os.environ.get("MTLRUN_DATA")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,6 @@ def compose_cfg(monkeypatch: pytest.MonkeyPatch, fake_data_root: Path) -> Callab
 @pytest.fixture()
 def real_data() -> Path:
     """The real data folder (MTLRUN_DATA); the test skips when it is unset or absent."""
-    root = os.environ.get("MTLRUN_DATA")
-    if not root or not Path(root).is_dir():
+    if not REAL_DATA or not Path(REAL_DATA).is_dir():
         pytest.skip("MTLRUN_DATA is not set to a data folder")
-    return Path(root)
+    return Path(REAL_DATA).resolve()
