@@ -11,12 +11,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mtlrun.config.schema import register_configs
+from mtlrun.config.source import hydra_config_path
 from mtlrun.errors import MtlrunError
 
 log = logging.getLogger("mtlrun")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mtlrun.conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
     from mtlrun.run import run  # heavy imports after Hydra has handled --help/--cfg
 

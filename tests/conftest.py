@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir, initialize_config_module
 from omegaconf import DictConfig
 
 from mtlrun.config.schema import register_configs
+from mtlrun.config.source import REPO_CONF, config_module_available
 from tests.helpers.fakedata import write_conll_dir, write_mnist_family
 
 # Small enough for a 2-core laptop: the structure of every model is kept, only widths shrink.
@@ -41,7 +42,10 @@ def compose_cfg(monkeypatch: pytest.MonkeyPatch, fake_data_root: Path) -> Callab
     register_configs()
 
     def _compose(overrides: list[str]) -> DictConfig:
-        with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
+        if config_module_available():
+            with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
+                return compose(config_name="config", overrides=overrides)
+        with initialize_config_dir(config_dir=str(REPO_CONF), version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
 
     return _compose
