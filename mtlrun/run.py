@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str,
     log.info("model: %s on %s; encoder params used %d (per task %s)",
              cfg.method._target_.rsplit(".", 1)[-1], device, params["used"], params["per_task"])
     balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
-    optimizer = build(cfg.optim)(model.parameters())
+    optimizer = build(cfg.optim)(model.weight_parameters())
 
     state: FitState | None = None
     resumed_from = _resume_path(cfg, run_dir, config)

@@ -56,6 +56,14 @@ class MultiTaskModel(nn.Module):
         """Blocks used by more than one task."""
         return [b for b in self.blocks if len(self.users(b)) > 1]
 
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """θ, the parameters the main optimiser trains (methods may hold search parameters)."""
+        return list(self.parameters())
+
+    def regularizer(self) -> Tensor | None:
+        """An extra loss term added to every step (e.g. soft sharing's L2 coupling), or None."""
+        return None
+
     # ------------------------------------------------------------------ forward
 
     def run_block(self, name: str, x: Any, task: str) -> Any:

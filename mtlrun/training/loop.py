@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,22 @@ class TrainSettings:
     max_minutes: float | None = None
     steps_per_epoch: int | None = None
     progress: bool = True
+    update: str = "joint"  # joint: one update from all tasks; per_task: one update per task, random order
+
+
+@dataclass
+class Phase:
+    """What differs between the phases of a run (warm-up, mask search, main training).
+
+    ``tasks``: the tasks trained and validated (default all); ``extra_optimizers`` step after
+    the main one (e.g. Adam on π) and are neither clipped nor decayed; ``after_step`` runs after
+    every update (e.g. clamping π to [0, 1]).
+    """
+
+    name: str = "train"
+    tasks: Sequence[Task] | None = None
+    extra_optimizers: Sequence[torch.optim.Optimizer] = ()
+    after_step: Callable[[], None] | None = None
 
 
 @dataclass
@@ -61,6 +78,20 @@ def _show_progress(enabled: bool) -> bool:
     return enabled and sys.stderr.isatty()
 
 
+def _updates(groups: list, active: set[str], per_task: bool, rng: random.Random) -> list[list]:
+    """The step's groups restricted to the active tasks, as one update or one per task."""
+    kept = []
+    for inputs, targets in groups:
+        targets = {t: y for t, y in targets.items() if t in active}
+        if targets:
+            kept.append((inputs, targets))
+    if not per_task:
+        return [kept]
+    singles = [(inputs, {t: y}) for inputs, targets in kept for t, y in targets.items()]
+    rng.shuffle(singles)  # Sun et al. (2020): tasks visited in random order, one update each
+    return [[single] for single in singles]
+
+
 def train_epoch(
     model: MultiTaskModel,
     data: MultiTaskData,
@@ -69,34 +100,52 @@ def train_epoch(
     settings: TrainSettings,
     epoch: int,
     device: torch.device,
+    phase: Phase | None = None,
 ) -> dict[str, float]:
     """One epoch of steps; returns mean train loss per task and mean balancer logs."""
+    phase = phase or Phase()
     model.train()
+    active = {t.name for t in phase.tasks} if phase.tasks else set(model.tasks)
     n_steps = settings.steps_per_epoch or data.steps_per_epoch(settings.batch_size)
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     logs: dict[str, float] = {}
+    n_updates = 0
     bar = tqdm(
         data.train_steps(settings.batch_size, epoch, settings.seed, settings.steps_per_epoch),
-        total=n_steps, desc=f"epoch {epoch + 1}/{settings.max_epochs}", leave=False,
+        total=n_steps, desc=f"{phase.name} epoch {epoch + 1}/{settings.max_epochs}", leave=False,
         disable=not _show_progress(settings.progress), dynamic_ncols=True,
     )
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.weight_parameters() if p.requires_grad]
+    order_rng = random.Random(settings.seed * 7919 + epoch)
     for groups in bar:
-        optimizer.zero_grad(set_to_none=True)
-        losses = {}
-        for inputs, targets in groups:
-            outputs = model(to_device(inputs, device), tasks=list(targets))
-            for task, logits in outputs.items():
-                losses[task] = task_loss(logits, targets[task].to(device))
-        for key, value in balancer.backward(losses, model).items():
-            logs[key] = logs.get(key, 0.0) + value
-        if settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-        optimizer.step()
-        for task, loss in losses.items():
-            sums[task] = sums.get(task, torch.zeros((), device=device)) + loss.detach()
-    out = {f"train/loss/{t}": float(s) / n_steps for t, s in sums.items()}
-    out.update({k: v / n_steps for k, v in logs.items()})
+        for update in _updates(groups, active, settings.update == "per_task", order_rng):
+            optimizer.zero_grad(set_to_none=True)
+            for extra in phase.extra_optimizers:
+                extra.zero_grad(set_to_none=True)
+            losses = {}
+            for inputs, targets in update:
+                outputs = model(to_device(inputs, device), tasks=list(targets))
+                for task, logits in outputs.items():
+                    losses[task] = task_loss(logits, targets[task].to(device))
+            reg = model.regularizer()
+            if reg is not None:
+                reg.backward(retain_graph=True)
+            for key, value in balancer.backward(losses, model).items():
+                logs[key] = logs.get(key, 0.0) + value
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            for extra in phase.extra_optimizers:
+                extra.step()
+            if phase.after_step is not None:
+                phase.after_step()
+            n_updates += 1
+            for task, loss in losses.items():
+                sums[task] = sums.get(task, torch.zeros((), device=device)) + loss.detach()
+                counts[task] = counts.get(task, 0) + 1
+    out = {f"train/loss/{t}": float(s) / counts[t] for t, s in sums.items()}
+    out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
     return out
 
 
@@ -112,6 +161,7 @@ def fit(
     state: FitState | None = None,
     extra_state: Callable[[], dict[str, Any]] | None = None,
     on_epoch: Callable[[FitState], None] | None = None,
+    phase: Phase | None = None,
 ) -> FitState:
     """Train for ``settings.max_epochs`` (continuing from ``state`` when resuming).
 
@@ -119,6 +169,8 @@ def fit(
     metrics), ``checkpoints/last.pt`` and, when improved, ``checkpoints/best.pt``.
     """
     state = state or FitState()
+    phase = phase or Phase()
+    tasks = list(phase.tasks or tasks)
     started = time.perf_counter()
     base_lr = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
@@ -128,8 +180,8 @@ def fit(
         for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
             g["lr"] = lr / (1.0 + settings.lr_decay * epoch)
         start = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device))
+        row: dict[str, Any] = {"phase": phase.name, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         row["time/train_s"] = time.perf_counter() - start
@@ -145,7 +197,7 @@ def fit(
             state.best_model = _cpu_copy(model.state_dict())
         row["time/epoch_s"] = time.perf_counter() - start
         state.history.append(row)
-        _save(checkpoint_dir, model, optimizer, balancer, state, extra_state, improved)
+        _save(checkpoint_dir, model, optimizer, balancer, state, extra_state, improved, phase)
         log.info(_summary(row, tasks, improved))
         if on_epoch is not None:
             on_epoch(state)
@@ -179,10 +231,13 @@ def _save(
     state: FitState,
     extra_state: Callable[[], dict[str, Any]] | None,
     improved: bool,
+    phase: Phase,
 ) -> None:
     payload = {
+        "phase": phase.name,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "extra_optimizers": [o.state_dict() for o in phase.extra_optimizers],
         "balancer": balancer.state_dict(),
         "fit": {k: copy.copy(v) for k, v in state.__dict__.items()},
         "rng": checkpoint.rng_state(),
@@ -199,6 +254,8 @@ def restore(
 ) -> tuple[FitState, dict[str, Any]]:
     """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
     payload = checkpoint.load(path)
+    if "masks" in payload and hasattr(model, "set_masks"):
+        model.set_masks(payload["masks"])  # mask buffers must exist before the state loads
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     balancer.load_state_dict(payload["balancer"])

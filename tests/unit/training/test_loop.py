@@ -77,7 +77,7 @@ def test_fit_history_checkpoints_and_best_epoch(data: TaggingData, tmp_path: Pat
     history = state.history
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert state.epoch == 3
-    expected = {"epoch", "lr", "valid/score", "time/epoch_s", "time/train_s"}
+    expected = {"phase", "epoch", "lr", "valid/score", "time/epoch_s", "time/train_s"}
     for t in TASKS:
         expected |= {f"train/loss/{t}", f"valid/loss/{t}", f"weight/{t}"}
     expected |= {"valid/pos/accuracy"}

@@ -1,0 +1,103 @@
+"""Per-task weight masks over a multi-task network (sparse sharing, METHODS §4).
+
+A mask set maps ``task -> key -> {0,1} tensor`` where ``key = "<block>.<param name>"`` names a
+counted encoder parameter of ``model.blocks``. A task's effective weights are ``θ ⊙ M_task``;
+weights outside every mask are unused. The statistics here (density, IoU, overlap) are those
+reported by seed 000 and Sun et al. (2020).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mtlrun.backbones.accounting import counted_parameters
+
+MaskSet = dict[str, dict[str, Tensor]]
+
+
+def maskable_parameters(
+    blocks: Mapping[str, nn.Module], names: Iterable[str], weights_only: bool = False
+) -> dict[str, nn.Parameter]:
+    """Counted parameters of the given blocks keyed ``"<block>.<param>"``.
+
+    ``weights_only`` keeps weight matrices and convolution kernels (ndim ≥ 2) and leaves
+    biases out, as Sun et al. prune ("biases kept").
+    """
+    out: dict[str, nn.Parameter] = {}
+    for b in names:
+        for pname, p in counted_parameters(blocks[b]):
+            if not weights_only or p.ndim >= 2:
+                out[f"{b}.{pname}"] = p
+    return out
+
+
+def topk_mask(scores: Mapping[str, Tensor], keep_ratio: float, per_layer: bool = False) -> dict[str, Tensor]:
+    """Keep exactly ``round(keep_ratio · n)`` entries with the highest scores.
+
+    Global top-k over all tensors by default (seed 000: "the order of probability"); with
+    ``per_layer`` each tensor keeps ``round(keep_ratio · numel)`` of its own entries.
+    Ties are broken by position, so the count is exact.
+    """
+    if not 0 < keep_ratio <= 1:
+        raise ValueError(f"keep_ratio should be in (0, 1]; found {keep_ratio}")
+    if per_layer:
+        return {k: _topk_flat(s.detach().flatten(), round(keep_ratio * s.numel())).view_as(s) for k, s in scores.items()}
+    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+    keep = _topk_flat(flat, round(keep_ratio * flat.numel()))
+    out, start = {}, 0
+    for k, s in scores.items():
+        out[k] = keep[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return out
+
+
+def _topk_flat(values: Tensor, k: int) -> Tensor:
+    mask = torch.zeros_like(values, dtype=torch.float32)
+    if k > 0:
+        mask[torch.topk(values.float(), k, sorted=False).indices] = 1.0
+    return mask
+
+
+def magnitude_prune(weights: Mapping[str, Tensor], mask: Mapping[str, Tensor], density: float) -> dict[str, Tensor]:
+    """One IMP round: keep the ``density`` fraction (of all entries) with the largest |θ| among
+    those still kept; pruned entries never come back (Sun et al. 2020, global pruning)."""
+    total = sum(m.numel() for m in mask.values())
+    k = round(density * total)
+    scores = {key: torch.where(mask[key] > 0, weights[key].detach().abs().float(), torch.full_like(mask[key], -1.0))
+              for key in mask}
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    keep = _topk_flat(flat, min(k, int(sum(int(m.sum()) for m in mask.values()))))
+    out, start = {}, 0
+    for key, m in mask.items():
+        out[key] = keep[start : start + m.numel()].view_as(m)
+        start += m.numel()
+    return out
+
+
+def mask_stats(masks: MaskSet, sizes: Mapping[str, int] | None = None) -> dict[str, object]:
+    """Density per task and per (task, parameter), pairwise IoU and the all-task overlap
+    |∩M| / |∪M| over the masked entries."""
+    tasks = list(masks)
+    keys = list(next(iter(masks.values())))
+    total = sum(masks[tasks[0]][k].numel() for k in keys)
+    flat = {t: torch.cat([masks[t][k].flatten() > 0 for k in keys]) for t in tasks}
+    density = {t: float(flat[t].sum()) / total for t in tasks}
+    per_layer = {t: {k: float(masks[t][k].float().mean()) for k in keys} for t in tasks}
+    iou = {}
+    for a, b in itertools.combinations(tasks, 2):
+        union = int((flat[a] | flat[b]).sum())
+        iou[f"{a}|{b}"] = int((flat[a] & flat[b]).sum()) / union if union else 1.0
+    inter = torch.stack(list(flat.values())).all(0).sum()
+    union = torch.stack(list(flat.values())).any(0).sum()
+    return {
+        "density": density,
+        "density_per_layer": per_layer,
+        "iou": iou,
+        "overlap_ratio": float(inter) / float(union) if union else 1.0,
+        "kept": {t: int(flat[t].sum()) for t in tasks},
+        "union": int(union),
+    }
