@@ -21,9 +21,10 @@ log = logging.getLogger("mtlrun")
 def _main(cfg: DictConfig) -> float | None:
     from mtlrun.run import run  # heavy imports after Hydra has handled --help/--cfg
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        metrics = run(cfg, run_dir)
+        metrics = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
     except MtlrunError as e:
         print(f"mtlrun: error: {e}", file=sys.stderr)
         sys.exit(2)

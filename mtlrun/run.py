@@ -97,7 +97,36 @@ def _resume_path(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Path
     return path
 
 
-def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str, Any]:
+def _provenance(cfg: DictConfig, config: dict[str, Any], seed: int, device: torch.device | str,
+                command: str | None, overrides: list[str] | None,
+                resumed_from: Path | None = None) -> dict[str, Any]:
+    """The ``config`` and ``run`` entries of metrics.json: what ran, how, from which commit."""
+    return {
+        "config": {"name": cfg.name, "data": cfg.data.name, "method": cfg.method.name,
+                   "backbone": cfg.backbone._target_.rsplit(".", 1)[-1],
+                   "balancer": cfg.balancer._target_.rsplit(".", 1)[-1],
+                   "method_args": {k: v for k, v in config["method"].items() if k not in ("_target_", "name")},
+                   "overrides": list(overrides or [])},
+        "run": {"command": command or "mtlrun " + " ".join(sys.argv[1:]), "seed": seed,
+                "git_commit": git_commit(), "mtlrun_version": mtlrun.__version__,
+                "torch_version": torch.__version__, "device": str(device),
+                "resumed_from": str(resumed_from) if resumed_from else None},
+    }
+
+
+def _standalone(cfg: DictConfig, method: Any, run_dir: Path, config: dict[str, Any],
+                command: str | None, overrides: list[str] | None) -> dict[str, Any]:
+    """Experiments that train no multi-task network (e.g. seed 000 Appendix A)."""
+    start = time.perf_counter()
+    result = method.standalone(run_dir)
+    metrics = {**result, "time": {"train_s": round(time.perf_counter() - start, 3), "search_s": None},
+               **_provenance(cfg, config, cfg.trainer.seed, "cpu", command, overrides)}
+    write_json(run_dir / "metrics.json", metrics)
+    log.info("outputs in %s", run_dir)
+    return metrics
+
+
+def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``."""
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +134,9 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str,
     settings = _settings(cfg)
     device = pick_device(cfg.trainer.device)
     seed_everything(settings.seed)
+    method = build(cfg.method)
+    if hasattr(method, "standalone"):
+        return _standalone(cfg, method, run_dir, config, command, overrides)
 
     data = build(cfg.data)
     for split, counts in data.sizes().items():
@@ -113,7 +145,6 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str,
         log.warning("deviation from the paper's protocol: %s", note)
     tasks = data.tasks
     backbone = build(cfg.backbone, runtime={"input_spec": data.input_spec})
-    method = build(cfg.method)
     torch.manual_seed(settings.seed)
     model = method.build(backbone=backbone, tasks=tasks).to(device)
     params = model.param_counts()
@@ -150,13 +181,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None) -> dict[str,
         "loss": {"test": test.loss, "valid": valid.loss},
         "data": {"name": data.name, "tasks": [t.name for t in tasks], "sizes": data.sizes(),
                  "deviations": data.deviations},
-        "config": {"data": cfg.data.name, "backbone": cfg.backbone._target_.rsplit(".", 1)[-1],
-                   "method": cfg.method._target_.rsplit(".", 1)[-1],
-                   "balancer": cfg.balancer._target_.rsplit(".", 1)[-1], "name": cfg.name},
-        "run": {"command": command or "mtlrun " + " ".join(sys.argv[1:]), "seed": settings.seed,
-                "git_commit": git_commit(), "mtlrun_version": mtlrun.__version__,
-                "torch_version": torch.__version__, "device": str(device),
-                "resumed_from": str(resumed_from) if resumed_from else None},
+        **_provenance(cfg, config, settings.seed, device, command, overrides, resumed_from),
     }
     # The finished result goes to disk first; nothing written after it can lose it.
     write_json(run_dir / "metrics.json", metrics)

@@ -110,16 +110,85 @@ class ResNetConf(BackboneConf):
 @dataclass
 class MethodConf:
     _target_: str = MISSING
+    name: str = MISSING
 
 
 @dataclass
 class SingleConf(MethodConf):
     _target_: str = "mtlrun.methods.single.SingleTask"
+    name: str = "single"
 
 
 @dataclass
 class HardConf(MethodConf):
     _target_: str = "mtlrun.methods.hard.HardSharing"
+    name: str = "hard"
+
+
+@dataclass
+class SoftConf(MethodConf):
+    _target_: str = "mtlrun.methods.soft.SoftSharing"
+    name: str = "soft"
+    coupling: str = "cross_stitch"  # cross_stitch | l2
+    l2_weight: float = 1e-3  # λ of the L2 coupling Σ_{s<t} ||θ_s − θ_t||²
+    stitch_self: float = 0.9  # initial α_tt of the cross-stitch units (the rest share 1 − α_tt)
+
+
+@dataclass
+class HierarchicalConf(MethodConf):
+    _target_: str = "mtlrun.methods.hierarchical.Hierarchical"
+    name: str = "hierarchical"
+    task_layers: dict[str, int] = field(default_factory=lambda: {"pos": 1, "chunk": 2, "ner": 2})
+
+
+@dataclass
+class SparseMethodConf(MethodConf):
+    keep_ratio: float = 0.5  # per-task density of the discretised masks
+    warmup_epochs: int = 0  # dense multi-task training before the mask search
+    per_layer: bool = False  # top-k per parameter tensor instead of global
+
+
+@dataclass
+class SparseSTEConf(SparseMethodConf):
+    _target_: str = "mtlrun.methods.sparse_ste.SparseSTE"
+    name: str = "sparse_ste"
+    search_epochs: int = 10
+    pi_lr: float = 3e-3
+    pi_weight_decay: float = 1e-5
+    pi_init: str = "uniform"  # uniform: U(0,1) | constant: pi_init_value
+    pi_init_value: float = 0.5
+    finetune_epochs: int = 0  # fine-tune θ with the fixed masks (0: evaluate the searched θ)
+
+
+@dataclass
+class SparseIMPConf(SparseMethodConf):
+    _target_: str = "mtlrun.methods.sparse_imp.SparseIMP"
+    name: str = "sparse_imp"
+    rounds: int = 20
+    final_density: float = 0.1
+    prune_epochs: int = 2  # single-task training epochs per pruning round
+    stop_after_target: bool = True  # skip the rounds below the target density
+    candidates: int = 3  # rounds nearest the target compared on validation
+
+
+@dataclass
+class SingleSubnetConf(SparseIMPConf):
+    _target_: str = "mtlrun.methods.single_subnet.SingleSubnet"
+    name: str = "single_subnet"
+
+
+@dataclass
+class STEFitConf(MethodConf):
+    """Seed 000 Appendix A: fit a U(0,1) vector from its Bernoulli samples with Adam + STE."""
+
+    _target_: str = "mtlrun.methods.ste_fit.STEFit"
+    name: str = "ste_fit"
+    dim: int = 1000
+    n_samples: int = 1000
+    epochs: int = 500
+    batch_size: int = 100
+    lr: float = 1e-2
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
 
 # ---------------------------------------------------------------------- balancers
@@ -203,7 +272,11 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"toy": ToyDataConf, "conll": ConllDataConf, "mnist3": Mnist3DataConf},
     "backbone": {"cnn_bilstm": CNNBiLSTMConf, "lenet_bn": LeNetBNConf, "resnet": ResNetConf},
-    "method": {"single": SingleConf, "hard": HardConf},
+    "method": {
+        "single": SingleConf, "hard": HardConf, "soft": SoftConf, "hierarchical": HierarchicalConf,
+        "sparse_ste": SparseSTEConf, "sparse_imp": SparseIMPConf, "single_subnet": SingleSubnetConf,
+        "ste_fit": STEFitConf,
+    },
     "balancer": {"equal": EqualConf},
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},

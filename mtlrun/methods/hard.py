@@ -13,6 +13,9 @@ from mtlrun.model.paths import MultiTaskModel
 class HardSharing:
     """Every trunk block is in every task's path (seed 000 Table 4.2 "Hard", 534k params)."""
 
+    def __init__(self, name: str = "hard") -> None:
+        self.name = name
+
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
         trunk = list(backbone.block_names)
         blocks = {b: backbone.make_block(b) for b in trunk}

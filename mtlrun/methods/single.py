@@ -13,6 +13,9 @@ from mtlrun.model.paths import MultiTaskModel
 class SingleTask:
     """Each task gets its own copy of every trunk block (seed 000 Table 4.2 "Single", 1602k)."""
 
+    def __init__(self, name: str = "single") -> None:
+        self.name = name
+
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
         blocks, paths = {}, {}
         for task in tasks:

@@ -1,0 +1,5 @@
+"""Placeholder replaced by the report implementation."""
+
+
+def main() -> None:
+    raise SystemExit("mtlrun-report: not implemented yet")
