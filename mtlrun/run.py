@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import subprocess
@@ -19,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 import mtlrun
 from mtlrun.config.validate import validate
 from mtlrun.errors import ConfigError, MtlrunError
+from mtlrun.model.masked import MaskedModel
 from mtlrun.training import checkpoint
+from mtlrun.training.context import RunContext
 from mtlrun.training.device import pick_device
 from mtlrun.training.evaluate import evaluate
 from mtlrun.training.loop import FitState, TrainSettings, fit, restore
@@ -153,18 +156,37 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: l
     balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
     optimizer = build(cfg.optim)(model.weight_parameters())
 
+    def make_optimizer(params: Any) -> torch.optim.Optimizer:
+        return build(cfg.optim)(params)
+
+    ctx = RunContext(model, data, tasks, balancer, settings, device, run_dir, make_optimizer)
     state: FitState | None = None
+    search: dict[str, Any] | None = None
     resumed_from = _resume_path(cfg, run_dir, config)
     if resumed_from is not None:
-        state, _ = restore(resumed_from, model, optimizer, balancer)
+        state, payload = restore(resumed_from, model, optimizer, balancer, strict=not hasattr(method, "search"))
+        search = payload.get("search")
         log.info("resuming %s after epoch %d", resumed_from, state.epoch)
+    elif hasattr(method, "search"):
+        search = method.search(ctx)  # warm-up / mask search phases, each a block of history.csv
+        params = model.param_counts()
+        log.info("after search: encoder params used %d (per task %s)", params["used"], params["per_task"])
+        optimizer = make_optimizer(model.weight_parameters())
 
     def after_epoch(s: FitState) -> None:
-        write_history(run_dir / "history.csv", s.history)
+        write_history(run_dir / "history.csv", ctx.history + s.history)
 
-    state = fit(model, data, tasks, balancer, optimizer, settings, device, run_dir / "checkpoints",
-                state=state, extra_state=lambda: {"config": config}, on_epoch=after_epoch)
+    def extra_state() -> dict[str, Any]:
+        masks = model.fixed_masks() if isinstance(model, MaskedModel) else {}
+        return {"config": config, "search": search, **({"masks": masks} if masks else {})}
 
+    epochs = method.main_epochs(settings.max_epochs) if hasattr(method, "main_epochs") else settings.max_epochs
+    main = dataclasses.replace(settings, max_epochs=epochs, update=getattr(method, "update", "joint"))
+    if epochs > 0:
+        state = fit(model, data, tasks, balancer, optimizer, main, device, run_dir / "checkpoints",
+                    state=state, extra_state=extra_state, on_epoch=after_epoch)
+    else:
+        state = FitState()
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
     start = time.perf_counter()
@@ -174,11 +196,14 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: l
         "test": test.metrics,
         "valid": valid.metrics,
         "params": params,
-        "time": {"train_s": round(state.train_s, 3), "search_s": None,
+        "time": {"train_s": round(state.train_s, 3),
+                 "search_s": round(search["search_s"], 3) if search else None,
                  "epoch_s": round(state.train_s / max(len(state.history), 1), 3),
                  "eval_s": round(time.perf_counter() - start, 3)},
         "epochs": {"trained": state.epoch, "best": state.best_epoch},
         "loss": {"test": test.loss, "valid": valid.loss},
+        **({"masks": _public_mask_stats(search["masks"])} if search and search.get("masks") else {}),
+        **({"before_finetune": search["before_finetune"]} if search and search.get("before_finetune") else {}),
         "data": {"name": data.name, "tasks": [t.name for t in tasks], "sizes": data.sizes(),
                  "deviations": data.deviations},
         **_provenance(cfg, config, settings.seed, device, command, overrides, resumed_from),
@@ -189,6 +214,11 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: l
     _write_artefacts(cfg, run_dir, data, tasks, test, state)
     log.info("outputs in %s", run_dir)
     return metrics
+
+
+def _public_mask_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json ``masks`` entry (per-parameter densities stay in masks.json)."""
+    return {k: stats[k] for k in ("density", "iou", "overlap_ratio", "kept", "union", "rounds") if k in stats}
 
 
 def _write_artefacts(cfg: DictConfig, run_dir: Path, data: Any, tasks: list, test: Any, state: FitState) -> None:

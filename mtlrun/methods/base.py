@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
+
+import torch
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
@@ -18,3 +21,25 @@ class SharingMethod(Protocol):
 
 def head_name(task: str) -> str:
     return f"head:{task}"
+
+
+class SearchContext(Protocol):
+    """What a method's search phase may use (given by the runner; methods import no training code).
+
+    ``fit`` trains ``model`` for some epochs as a named phase (best-on-valid weights restored,
+    rows appended to history.csv) and returns the best mean validation score; ``evaluate``
+    scores a split; ``make_optimizer`` builds the run's θ optimiser (the ``optim`` group).
+    """
+
+    model: MultiTaskModel
+    tasks: Sequence[Task]
+    device: torch.device
+    run_dir: Path
+
+    def fit(self, name: str, epochs: int, tasks: Sequence[Task] | None = None,
+            extra_optimizers: Sequence[torch.optim.Optimizer] = (), after_step: Callable[[], None] | None = None,
+            update: str = "joint") -> float: ...
+
+    def evaluate(self, split: str) -> dict[str, dict[str, float]]: ...
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer: ...

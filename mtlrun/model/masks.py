@@ -78,26 +78,40 @@ def magnitude_prune(weights: Mapping[str, Tensor], mask: Mapping[str, Tensor], d
     return out
 
 
-def mask_stats(masks: MaskSet, sizes: Mapping[str, int] | None = None) -> dict[str, object]:
+def mask_stats(masks: MaskSet) -> dict[str, object]:
     """Density per task and per (task, parameter), pairwise IoU and the all-task overlap
-    |∩M| / |∪M| over the masked entries."""
+    |∩M| / |∪M| over the masked entries.
+
+    Tasks may mask different parameters (e.g. one private encoder copy each): a task's density
+    is relative to its own parameters, and IoU / overlap treat another task's parameters as
+    not kept.
+    """
     tasks = list(masks)
-    keys = list(next(iter(masks.values())))
-    total = sum(masks[tasks[0]][k].numel() for k in keys)
-    flat = {t: torch.cat([masks[t][k].flatten() > 0 for k in keys]) for t in tasks}
-    density = {t: float(flat[t].sum()) / total for t in tasks}
-    per_layer = {t: {k: float(masks[t][k].float().mean()) for k in keys} for t in tasks}
+    shapes: dict[str, torch.Size] = {}
+    for per in masks.values():
+        for k, m in per.items():
+            shapes.setdefault(k, m.shape)
+    keys = list(shapes)
+
+    def flat(t: str) -> Tensor:
+        return torch.cat([(masks[t][k] > 0).flatten() if k in masks[t] else
+                          torch.zeros(shapes[k].numel(), dtype=torch.bool) for k in keys])
+
+    flats = {t: flat(t).cpu() for t in tasks}
+    kept = {t: int(flats[t].sum()) for t in tasks}
+    density = {t: kept[t] / sum(m.numel() for m in masks[t].values()) for t in tasks}
+    per_layer = {t: {k: float(m.float().mean()) for k, m in masks[t].items()} for t in tasks}
     iou = {}
     for a, b in itertools.combinations(tasks, 2):
-        union = int((flat[a] | flat[b]).sum())
-        iou[f"{a}|{b}"] = int((flat[a] & flat[b]).sum()) / union if union else 1.0
-    inter = torch.stack(list(flat.values())).all(0).sum()
-    union = torch.stack(list(flat.values())).any(0).sum()
+        union = int((flats[a] | flats[b]).sum())
+        iou[f"{a}|{b}"] = int((flats[a] & flats[b]).sum()) / union if union else 1.0
+    stacked = torch.stack(list(flats.values()))
+    inter, union = int(stacked.all(0).sum()), int(stacked.any(0).sum())
     return {
         "density": density,
         "density_per_layer": per_layer,
         "iou": iou,
-        "overlap_ratio": float(inter) / float(union) if union else 1.0,
-        "kept": {t: int(flat[t].sum()) for t in tasks},
-        "union": int(union),
+        "overlap_ratio": inter / union if union else 1.0,
+        "kept": kept,
+        "union": union,
     }

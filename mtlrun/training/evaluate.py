@@ -42,7 +42,10 @@ def evaluate(
     gold_ids: dict[str, list[list[str]]] = {t.name: [] for t in tasks}
     loss_sum = {t.name: 0.0 for t in tasks}
     loss_n = {t.name: 0 for t in tasks}
-    for inputs, targets in data.eval_groups(split, batch_size):
+    for inputs, all_targets in data.eval_groups(split, batch_size):
+        targets = {t: y for t, y in all_targets.items() if t in by_name}
+        if not targets:
+            continue
         outputs = model(to_device(inputs, device), tasks=list(targets))
         for name, logits in outputs.items():
             y = targets[name].to(device)

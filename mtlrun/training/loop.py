@@ -250,13 +250,14 @@ def _save(
 
 
 def restore(
-    path: Path, model: MultiTaskModel, optimizer: torch.optim.Optimizer, balancer: Balancer
+    path: Path, model: MultiTaskModel, optimizer: torch.optim.Optimizer, balancer: Balancer, strict: bool = True
 ) -> tuple[FitState, dict[str, Any]]:
     """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
     payload = checkpoint.load(path)
     if "masks" in payload and hasattr(model, "set_masks"):
         model.set_masks(payload["masks"])  # mask buffers must exist before the state loads
-    model.load_state_dict(payload["model"])
+    # Not strict for searched models: their search parameters (π) need not be rebuilt to resume.
+    model.load_state_dict(payload["model"], strict=strict)
     optimizer.load_state_dict(payload["optimizer"])
     balancer.load_state_dict(payload["balancer"])
     checkpoint.set_rng_state(payload["rng"])

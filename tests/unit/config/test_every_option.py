@@ -34,7 +34,16 @@ def _fitting(group: str, option: str) -> list[str]:
         return [*TINY_TEXT, *TOY_SMALL]
     if group == "data":
         return TINY_TEXT
-    return [*TINY_TEXT, *TOY_SMALL]
+    return [*TINY_TEXT, *TOY_SMALL, *FAST_METHOD.get(option, [])]
+
+
+# Searches shortened to one epoch per phase: the structure runs, the budget stays small.
+FAST_METHOD = {
+    "sparse_ste": ["method.search_epochs=1", "method.finetune_epochs=1", "method.warmup_epochs=1"],
+    "sparse_imp": ["method.rounds=2", "method.prune_epochs=1", "method.final_density=0.25"],
+    "single_subnet": ["method.rounds=2", "method.prune_epochs=1", "method.final_density=0.25"],
+    "ste_fit": ["method.epochs=3", "method.dim=50", "method.n_samples=100"],
+}
 
 
 CASES = [(g, o) for g in GROUPS for o in _options(g)]

@@ -1,0 +1,115 @@
+"""Differentiable Modular Learning (seed 000, Algorithm 1): per-task Bernoulli weight masks
+learned jointly with the supernet by the straight-through estimator.
+
+Each step, for every task τ: M_τ ~ Bernoulli(π_τ) over all encoder parameters, forward with
+θ ⊙ M_τ; the STE sets ∂L/∂π_τ := ∂L/∂M_τ (implemented as M + π − stopgrad(π)). θ accumulates
+the tasks' gradients (each task only moves the weights its mask keeps) and takes one step of the
+run's optimiser (seed 000 Table 4.1: SGD, lr 0.1); π_τ takes an Adam step (lr 3e-3, weight decay
+1e-5) and is clipped to [0, 1]. After the search each π_τ is discretised to the target keep ratio
+(global top-k, or per parameter tensor), optionally followed by fine-tuning θ with fixed masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtlrun.backbones.base import Backbone
+from mtlrun.data.base import Task
+from mtlrun.errors import ConfigError
+from mtlrun.methods.base import SearchContext
+from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks
+from mtlrun.model.masked import MaskedModel
+from mtlrun.model.masks import topk_mask
+
+log = logging.getLogger(__name__)
+
+
+class BernoulliMasks(nn.Module):
+    """π_τ ∈ [0, 1]^{|θ|} for every task τ and maskable parameter; samples straight-through masks."""
+
+    def __init__(self, shapes: Mapping[str, Mapping[str, torch.Size]], init: str = "uniform", value: float = 0.5) -> None:
+        super().__init__()
+        self.keys = {t: list(per) for t, per in shapes.items()}
+        self.pi = nn.ParameterDict()
+        for t, per in shapes.items():
+            for key, shape in per.items():
+                p = torch.rand(shape) if init == "uniform" else torch.full(shape, value)
+                self.pi[self._name(t, key)] = nn.Parameter(p)
+
+    @staticmethod
+    def _name(task: str, key: str) -> str:
+        return f"{task}__{key}".replace(".", "__")
+
+    def probabilities(self, task: str) -> dict[str, Tensor]:
+        return {k: self.pi[self._name(task, k)] for k in self.keys[task]}
+
+    def sample(self, task: str) -> dict[str, Tensor]:
+        """M + π − stopgrad(π): the value of a Bernoulli(π) draw, the gradient of π."""
+        out = {}
+        for key, pi in self.probabilities(task).items():
+            m = torch.bernoulli(pi.detach())
+            out[key] = m + pi - pi.detach()
+        return out
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        for p in self.pi.values():
+            p.clamp_(0.0, 1.0)
+
+
+class SparseSTE:
+    """Sparse sharing by straight-through-estimated masks (``method=sparse_ste``)."""
+
+    def __init__(self, keep_ratio: float = 0.5, warmup_epochs: int = 0, per_layer: bool = False,
+                 search_epochs: int = 10, pi_lr: float = 3e-3, pi_weight_decay: float = 1e-5,
+                 pi_init: str = "uniform", pi_init_value: float = 0.5, finetune_epochs: int = 0,
+                 name: str = "sparse_ste") -> None:
+        check_ratio("method.keep_ratio", keep_ratio)
+        if pi_init not in ("uniform", "constant"):
+            raise ConfigError(f"`method.pi_init` should be one of uniform, constant. Found `method.pi_init = {pi_init}`.")
+        if search_epochs < 1:
+            raise ConfigError(f"`method.search_epochs` should be >= 1. Found `method.search_epochs = {search_epochs}`.")
+        self.name, self.keep_ratio, self.warmup_epochs, self.per_layer = name, keep_ratio, warmup_epochs, per_layer
+        self.search_epochs, self.pi_lr, self.pi_weight_decay = search_epochs, pi_lr, pi_weight_decay
+        self.pi_init, self.pi_init_value, self.finetune_epochs = pi_init, pi_init_value, finetune_epochs
+
+    def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MaskedModel:
+        return masked_supernet(backbone, tasks, weights_only=False)  # masks cover all encoder parameters
+
+    def main_epochs(self, trainer_epochs: int) -> int:
+        """Epochs of the main phase: fine-tuning with the fixed masks."""
+        return self.finetune_epochs
+
+    def discretise(self, sampler: BernoulliMasks, task: str) -> dict[str, Tensor]:
+        return topk_mask(sampler.probabilities(task), self.keep_ratio, self.per_layer)
+
+    def search(self, ctx: SearchContext) -> dict[str, Any]:
+        model = ctx.model
+        assert isinstance(model, MaskedModel)
+        if self.warmup_epochs:
+            model.mode = "dense"
+            ctx.fit("warmup", self.warmup_epochs)
+        shapes = {t.name: {k: p.shape for k, p in _maskable(model).items()} for t in ctx.tasks}
+        sampler = BernoulliMasks(shapes, self.pi_init, self.pi_init_value).to(ctx.device)
+        model.set_source(sampler.sample, lambda t: self.discretise(sampler, t), sampler)
+        pi_optimizer = torch.optim.Adam(sampler.parameters(), lr=self.pi_lr, weight_decay=self.pi_weight_decay)
+        start = time.perf_counter()
+        ctx.fit("search", self.search_epochs, extra_optimizers=[pi_optimizer], after_step=sampler.clamp_)
+        search_s = time.perf_counter() - start
+        masks = {t.name: self.discretise(sampler, t.name) for t in ctx.tasks}
+        model.set_masks(masks)
+        before = {"valid": ctx.evaluate("valid"), "test": ctx.evaluate("test")}
+        stats = save_masks(ctx.run_dir, masks)
+        log.info("sparse_ste: search %.1fs; density %s; overlap %.3f", search_s, stats["density"], stats["overlap_ratio"])
+        return {"search_s": search_s, "masks": stats, "before_finetune": before if self.finetune_epochs else None}
+
+
+def _maskable(model: MaskedModel) -> dict[str, Tensor]:
+    params = dict(model.blocks.named_parameters())
+    return {key: params[key] for key in model.maskable}
