@@ -129,6 +129,22 @@ def _standalone(cfg: DictConfig, method: Any, run_dir: Path, config: dict[str, A
     return metrics
 
 
+def setup(cfg: DictConfig, method: Any, device: torch.device) -> tuple[Any, list, Any, Any, torch.optim.Optimizer]:
+    """Data, tasks, the multi-task model (on ``device``), balancer and θ optimiser of a config."""
+    data = build(cfg.data)
+    for split, counts in data.sizes().items():
+        log.info("data %s %s: %s", data.name, split, ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for note in data.deviations:
+        log.warning("deviation from the paper's protocol: %s", note)
+    tasks = data.tasks
+    backbone = build(cfg.backbone, runtime={"input_spec": data.input_spec})
+    torch.manual_seed(cfg.trainer.seed)
+    model = method.build(backbone=backbone, tasks=tasks).to(device)
+    balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
+    optimizer = build(cfg.optim)(model.weight_parameters())
+    return data, tasks, model, balancer, optimizer
+
+
 def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``."""
     validate(cfg)
@@ -141,20 +157,10 @@ def run(cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: l
     if hasattr(method, "standalone"):
         return _standalone(cfg, method, run_dir, config, command, overrides)
 
-    data = build(cfg.data)
-    for split, counts in data.sizes().items():
-        log.info("data %s %s: %s", data.name, split, ", ".join(f"{v} {k}" for k, v in counts.items()))
-    for note in data.deviations:
-        log.warning("deviation from the paper's protocol: %s", note)
-    tasks = data.tasks
-    backbone = build(cfg.backbone, runtime={"input_spec": data.input_spec})
-    torch.manual_seed(settings.seed)
-    model = method.build(backbone=backbone, tasks=tasks).to(device)
+    data, tasks, model, balancer, optimizer = setup(cfg, method, device)
     params = model.param_counts()
     log.info("model: %s on %s; encoder params used %d (per task %s)",
              cfg.method._target_.rsplit(".", 1)[-1], device, params["used"], params["per_task"])
-    balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
-    optimizer = build(cfg.optim)(model.weight_parameters())
 
     def make_optimizer(params: Any) -> torch.optim.Optimizer:
         return build(cfg.optim)(params)

@@ -52,6 +52,11 @@ class ImageTasksData:
             for task, s in splits.items():
                 x, y = getattr(s, split)
                 self.data[split][task] = (_to_float(x[:limit] if limit else x), y[:limit] if limit else y)
+        for split, limit in limits.items():
+            cut = [t for t, sp in splits.items() if limit and limit < len(getattr(sp, split)[1])]
+            if cut:
+                key = "train" if split == "train" else "eval"
+                self.deviations.append(f"{split} of {', '.join(cut)} cut to the first {limit} images (data.limit_{key})")
         first = next(iter(self.data["train"].values()))[0]
         self.input_spec = InputSpec(
             modality="image", channels=first.shape[1], height=first.shape[2], width=first.shape[3]

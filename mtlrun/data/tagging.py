@@ -80,6 +80,9 @@ class TaggingData:
         self.deviations: list[str] = []
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
         self.sentences = {s: splits[s][: limits[s]] if limits[s] else splits[s] for s in splits}
+        self.deviations += [f"{name}: {split} cut to the first {limits[split]} of {len(splits[split])} sentences "
+                            f"(data.limit_{'train' if split == 'train' else 'eval'})"
+                            for split in splits if limits[split] and limits[split] < len(splits[split])]
         train = self.sentences["train"]
         counts = Counter(normalise_word(w) for s in train for w in s.words)
         self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))

@@ -49,7 +49,7 @@ def test_mnist3_runs_the_tasks_present(compose_real, tmp_path: Path, backbone: l
                         "data.limit_eval=256", *backbone, *FAST])
     metrics = run(cfg, tmp_path)
     assert set(metrics["test"]) == {"mnist", "fashion"}
-    assert metrics["data"]["deviations"] == []
+    assert all("data.limit_" in d for d in metrics["data"]["deviations"])  # only the cuts of this smoke run
     assert all(0.0 <= m["accuracy"] <= 1.0 for m in metrics["test"].values())
     if backbone == ["backbone=lenet_bn"]:  # 32 steps are enough for LeNet, not for a fresh ResNet
         assert metrics["test"]["mnist"]["accuracy"] > 0.5  # chance is 0.1

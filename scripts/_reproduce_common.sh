@@ -1,0 +1,32 @@
+# Shared by the reproduce_*.sh scripts: output folder, reduced mode, one run per row.
+# REDUCED=1 sizes a run for two CPU cores: data and epochs are cut, every run records the cuts in
+# metrics.json data.deviations and notes=reduced, and the report marks such rows.
+set -euo pipefail
+MTLRUN=${MTLRUN:-mtlrun}
+REPORT=${REPORT:-mtlrun-report}
+REDUCED=${REDUCED:-0}
+stamp=$(date +%Y-%m-%d_%H-%M-%S)
+
+common_reduced=(data.limit_train=2000 data.limit_eval=500 trainer.max_epochs=3 trainer.patience=null notes=reduced)
+
+# reduced_for <method>: the method's own budget keys in reduced mode.
+reduced_for() {
+  case "$1" in
+    sparse_ste) echo "method.warmup_epochs=1 method.search_epochs=3 method.finetune_epochs=1" ;;
+    sparse_imp|single_subnet) echo "method.prune_epochs=1" ;;
+    *) echo "" ;;
+  esac
+}
+
+# run_row <out_dir> <experiment> <method> [overrides...]: one run; a failed row is reported, not fatal.
+run_row() {
+  local out=$1 experiment=$2 method=$3; shift 3
+  local extra=()
+  if [ "$REDUCED" = 1 ]; then
+    # shellcheck disable=SC2207
+    extra=("${common_reduced[@]}" $(reduced_for "$method"))
+  fi
+  echo "== $experiment $* ${extra[*]}"
+  $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" "${extra[@]}" "$@" trainer.progress=false \
+    || echo "!! $experiment failed (see $out/cli.log)"
+}

@@ -1,0 +1,69 @@
+"""single_subnet: one pruned private copy of the encoder per task, nothing shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtlrun.methods.single_subnet import SingleSubnet
+from mtlrun.run import run
+from tests.unit.methods._sparse import (
+    TINY_RUN,
+    tiny_backbone,
+    tiny_data,
+    tiny_encoder_size,
+    tiny_weight_matrix_size,
+)
+
+TASKS = ("pos", "chunk", "ner")
+
+
+def _own(task: str) -> set[str]:
+    return {f"embed:{task}", f"bilstm:{task}"}
+
+
+def test_build_gives_each_task_its_own_weight_matrix_keys() -> None:
+    data = tiny_data()
+    model = SingleSubnet().build(tiny_backbone(data), data.tasks)
+    assert model.paths == {t: (f"embed:{t}", f"bilstm:{t}", f"head:{t}") for t in TASKS}
+    assert model.shared_blocks() == []
+    params = dict(model.blocks.named_parameters())
+    assert len(model.maskable) == 3 * 5
+    for t in TASKS:
+        keys = [k for k in model.maskable if k.split(".", 1)[0] in _own(t)]
+        assert len(keys) == 5
+        assert sum(params[k].numel() for k in keys) == tiny_weight_matrix_size()
+    assert all(params[k].ndim >= 2 for k in model.maskable)
+    assert model.param_counts()["used"] == 3 * tiny_encoder_size()
+
+
+def test_single_subnet_run_masks_are_private(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        [
+            "method=single_subnet",
+            "method.rounds=1",
+            "method.prune_epochs=1",
+            "method.final_density=0.5",
+            "method.candidates=1",
+            *TINY_RUN,
+        ]
+    )
+    metrics = run(cfg, tmp_path)
+    masks = torch.load(tmp_path / "masks.pt")
+    n_w = tiny_weight_matrix_size()
+    biases = tiny_encoder_size() - n_w
+    kept = round(0.5 * n_w)  # candidates=1: the round nearest keep_ratio 0.5 (round 1, density 0.5)
+    assert set(masks) == set(TASKS)
+    for t in TASKS:
+        assert {k.split(".", 1)[0] for k in masks[t]} == _own(t)  # only its own copy
+        assert len(masks[t]) == 5
+        assert sum(int(m.sum()) for m in masks[t].values()) == kept
+        assert metrics["masks"]["kept"][t] == kept
+        assert metrics["masks"]["density"][t] == kept / n_w  # relative to its own copy
+        assert metrics["params"]["per_task"][t] == kept + biases
+    assert metrics["masks"]["iou"] == {"pos|chunk": 0.0, "pos|ner": 0.0, "chunk|ner": 0.0}
+    assert metrics["masks"]["overlap_ratio"] == 0.0
+    assert metrics["masks"]["union"] == 3 * kept
+    assert metrics["params"]["used"] == sum(metrics["params"]["per_task"].values())
+    assert metrics["params"]["supernet"] == 3 * tiny_encoder_size()

@@ -1,0 +1,271 @@
+"""sparse_imp (Sun et al. 2020): geometric pruning schedule, weight-matrix masks, rewinding to θ0,
+round selection, and multi-task training with one update per task in random order."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtlrun.errors import ConfigError
+from mtlrun.methods.single_subnet import SingleSubnet
+from mtlrun.methods.sparse_imp import SparseIMP
+from mtlrun.model.masks import magnitude_prune
+from mtlrun.run import run
+from mtlrun.training import loop
+from tests.unit.methods._sparse import (
+    TINY_RUN,
+    encoder_state,
+    make_ctx,
+    tiny_backbone,
+    tiny_data,
+    tiny_encoder_size,
+    tiny_weight_matrix_size,
+)
+
+WEIGHT_KEYS = [
+    "embed.char_cnn.weight",
+    "bilstm.lstm.weight_ih_l0",
+    "bilstm.lstm.weight_hh_l0",
+    "bilstm.lstm.weight_ih_l0_reverse",
+    "bilstm.lstm.weight_hh_l0_reverse",
+]
+
+
+# ------------------------------------------------------------------------------ schedule
+
+
+def test_geometric_schedule_of_sun_et_al() -> None:
+    imp = SparseIMP()  # 20 rounds down to 0.1
+    assert imp.density(0) == 1.0
+    assert imp.density(20) == pytest.approx(0.1, abs=1e-12)
+    assert imp.density(6) == pytest.approx(0.501, abs=5e-4)  # the DML thesis's ≈50 % per task
+    assert imp.density(10) == pytest.approx(0.316, abs=5e-4)  # Sun et al.'s published ≈32 %
+    for r in range(20):
+        assert imp.density(r + 1) / imp.density(r) == pytest.approx(0.1 ** (1 / 20))
+    pruned_per_round = 1 - imp.density(1) / imp.density(0)
+    assert pruned_per_round == pytest.approx(0.109, abs=1e-3)  # ~10.9 % of the remaining weights
+    small = SparseIMP(rounds=3, final_density=0.3)
+    assert [small.density(r) for r in range(4)] == pytest.approx(
+        [1.0, 0.3 ** (1 / 3), 0.3 ** (2 / 3), 0.3]
+    )
+
+
+def test_search_stops_once_enough_rounds_are_below_the_target() -> None:
+    imp = SparseIMP(keep_ratio=0.5)  # densities: round 6 ≈ 0.501, round 7 ≈ 0.447
+    assert [r for r in range(21) if imp._passed_target(r)][0] == 7
+    assert not SparseIMP(keep_ratio=0.5, candidates=5)._passed_target(7)  # needs two below: round 8
+    assert SparseIMP(keep_ratio=0.5, candidates=5)._passed_target(8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"per_layer": True}, "per_layer"),
+        ({"rounds": 0}, "method.rounds"),
+        ({"prune_epochs": 0}, "method.prune_epochs"),
+        ({"candidates": 0}, "method.candidates"),
+        ({"final_density": 0.0}, "method.final_density"),
+        ({"keep_ratio": 1.2}, "method.keep_ratio"),
+    ],
+)
+def test_bad_arguments_are_config_errors(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        SparseIMP(**kwargs)
+
+
+# -------------------------------------------------------------------------------- build
+
+
+def test_only_weight_matrices_are_maskable() -> None:
+    data = tiny_data()
+    model = SparseIMP().build(tiny_backbone(data), data.tasks)
+    params = dict(model.blocks.named_parameters())
+    assert model.maskable == WEIGHT_KEYS
+    assert not any("bias" in k for k in model.maskable)
+    assert all(params[k].ndim >= 2 for k in model.maskable)
+    assert sum(params[k].numel() for k in model.maskable) == tiny_weight_matrix_size()
+    assert model.paths == {t: ("embed", "bilstm", f"head:{t}") for t in ("pos", "chunk", "ner")}
+    assert SparseIMP.update == "per_task"
+    assert SingleSubnet.update == "joint"
+
+
+# ---------------------------------------------------------------------- per-task updates
+
+
+def _groups() -> list:
+    y = torch.zeros(2, 3, dtype=torch.long)
+    return [("inputs", {"pos": y, "chunk": y + 1, "ner": y + 2})]
+
+
+def test_updates_per_task_are_single_task_in_seeded_random_order() -> None:
+    groups = _groups()
+    tasks = {"pos", "chunk", "ner"}
+    orders: dict[int, list[tuple[str, ...]]] = {}
+    for seed in (0, 1):
+        orders[seed] = []
+        for epoch in range(4):
+            rng = random.Random(seed * 7919 + epoch)  # as train_epoch seeds it
+            updates = loop._updates(groups, tasks, True, rng)
+            assert len(updates) == 3
+            assert all(len(u) == 1 and len(u[0][1]) == 1 and u[0][0] == "inputs" for u in updates)
+            order = tuple(next(iter(u[0][1])) for u in updates)
+            assert set(order) == tasks
+            for u in updates:
+                ((_, targets),) = u
+                ((t, y),) = targets.items()
+                assert y is groups[0][1][t]
+            orders[seed].append(order)
+            again = loop._updates(groups, tasks, True, random.Random(seed * 7919 + epoch))
+            assert [tuple(u[0][1]) for u in again] == [(t,) for t in order]  # reproducible
+    assert orders[0] != orders[1]
+    assert len(set(orders[0] + orders[1])) > 1
+
+
+def test_updates_joint_and_inactive_tasks() -> None:
+    groups = _groups()
+    joint = loop._updates(groups, {"pos", "chunk", "ner"}, False, random.Random(0))
+    assert len(joint) == 1 and list(joint[0][0][1]) == ["pos", "chunk", "ner"]
+    only = loop._updates(groups, {"ner", "pos"}, True, random.Random(0))
+    assert sorted(next(iter(u[0][1])) for u in only) == ["ner", "pos"]
+    assert loop._updates(groups, {"other"}, True, random.Random(0)) == []
+
+
+# -------------------------------------------------------------------------- the search
+
+
+def test_search_rewinds_to_theta0_and_prunes_nested_masks(tmp_path: Path) -> None:
+    data = tiny_data(("pos", "ner"))
+    torch.manual_seed(0)
+    method = SparseIMP(keep_ratio=0.5, rounds=2, final_density=0.5, prune_epochs=1)
+    model = method.build(tiny_backbone(data), data.tasks)
+    ctx = make_ctx(model, data, tmp_path)
+    theta0 = copy.deepcopy(model.state_dict())
+    enc0 = encoder_state(model)
+    fit = ctx.fit
+    seen: list[dict] = []
+
+    def spy(name: str, epochs: int, tasks=None, **kw) -> float:  # noqa: ANN001
+        start = encoder_state(model)
+        masks = {
+            t: {k: m.clone() for k, m in per.items()} for t, per in model.fixed_masks().items()
+        }
+        score = fit(name, epochs, tasks=tasks, **kw)
+        seen.append(
+            {
+                "name": name,
+                "tasks": [t.name for t in tasks],
+                "start": start,
+                "masks": masks,
+                "end": encoder_state(model),
+                "update": kw.get("update", "joint"),
+            }
+        )
+        return score
+
+    ctx.fit = spy  # type: ignore[method-assign]
+    result = method.search(ctx)
+
+    assert [s["name"] for s in seen] == [
+        f"imp/{t}/round{r}" for t in ("pos", "ner") for r in range(3)
+    ]
+    n = tiny_weight_matrix_size()
+    for s in seen:
+        assert len(s["tasks"]) == 1
+        # Every round starts from θ0.
+        assert all(torch.equal(s["start"][k], enc0[k]) for k in enc0), s["name"]
+    # Training moved θ (so rewinding is not vacuous).
+    assert any(not torch.equal(s["end"][k], enc0[k]) for s in seen for k in enc0)
+    for t in ("pos", "ner"):
+        rounds = [s for s in seen if s["tasks"] == [t]]
+        prev = None
+        for r, s in enumerate(rounds):
+            m = s["masks"][t]
+            assert list(m) == WEIGHT_KEYS
+            assert sum(int(v.sum()) for v in m.values()) == round(method.density(r) * n), (t, r)
+            if prev is not None:
+                assert all(bool((m[k] <= prev[k]).all()) for k in m), (t, r)  # pruned never return
+                # Pruned by the magnitude of the previous round's trained weights.
+                expected = magnitude_prune(
+                    {k: rounds[r - 1]["end"][k] for k in m}, prev, method.density(r)
+                )
+                assert all(torch.equal(m[k], expected[k]) for k in m), (t, r)
+            prev = m
+    # After the search: every weight is θ0 again (rewinding), masks fixed for every task.
+    state = model.state_dict()
+    for k, v in theta0.items():
+        assert torch.equal(state[k], v), k
+    assert model.mode == "fixed"
+    chosen = {
+        t: [row for row in result["masks"]["rounds"][t] if row["chosen"]] for t in ("pos", "ner")
+    }
+    for t, rows in chosen.items():
+        assert len(rows) == 1
+        assert result["masks"]["kept"][t] == round(rows[0]["density"] * n)
+        assert (
+            sum(int(v.sum()) for v in model.fixed_masks()[t].values()) == result["masks"]["kept"][t]
+        )
+    assert result["search_s"] > 0
+
+
+# --------------------------------------------------------------------------- whole run
+
+
+def test_imp_run_masks_rounds_and_per_task_main_phase(
+    compose_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    calls: list[tuple[bool, list]] = []
+    original = loop._updates
+
+    def spy(groups, active, per_task, rng):  # noqa: ANN001, ANN202
+        out = original(groups, active, per_task, rng)
+        calls.append((per_task, out))
+        return out
+
+    monkeypatch.setattr(loop, "_updates", spy)
+    cfg = compose_cfg(
+        [
+            "method=sparse_imp",
+            "method.rounds=3",
+            "method.prune_epochs=1",
+            "method.final_density=0.3",
+            *TINY_RUN,
+        ]
+    )
+    metrics = run(cfg, tmp_path)
+    tasks = ["pos", "chunk", "ner"]
+    imp = SparseIMP(rounds=3, final_density=0.3)
+    n_w = tiny_weight_matrix_size()
+    biases = tiny_encoder_size() - n_w
+    exact = {round(imp.density(r) * n_w) for r in range(4)}
+    rounds = metrics["masks"]["rounds"]
+    assert set(rounds) == set(tasks)
+    for t in tasks:
+        kept = metrics["masks"]["kept"][t]
+        assert kept in exact, t
+        assert metrics["masks"]["density"][t] == pytest.approx(kept / n_w)
+        # Rounds 0, 1, 2: round 2 (0.448) is the first below keep_ratio 0.5, so the search stops.
+        assert [row["round"] for row in rounds[t]] == [0, 1, 2]
+        assert [row["density"] for row in rounds[t]] == pytest.approx(
+            [imp.density(r) for r in range(3)]
+        )
+        chosen = [row for row in rounds[t] if row["chosen"]]
+        assert len(chosen) == 1
+        assert kept == round(chosen[0]["density"] * n_w)
+        assert metrics["params"]["per_task"][t] == kept + biases
+    assert metrics["params"]["used"] == metrics["masks"]["union"] + biases
+    assert metrics["time"]["search_s"] > 0
+    with (tmp_path / "history.csv").open() as f:
+        phases = [row["phase"] for row in csv.DictReader(f)]
+    assert phases == [f"imp/{t}/round{r}" for t in tasks for r in range(3)] + ["train"]
+    # Search rounds train one task jointly; the main phase makes one single-task update per task.
+    main = [out for per_task, out in calls if per_task]
+    assert main, "the main phase never asked for per-task updates"
+    for out in main:
+        assert sorted(next(iter(u[0][1])) for u in out) == sorted(tasks)
+        assert all(len(u) == 1 and len(u[0][1]) == 1 for u in out)
+    assert all(len(out) == 1 and len(out[0][0][1]) == 1 for per_task, out in calls if not per_task)
