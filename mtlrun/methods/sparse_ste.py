@@ -54,7 +54,7 @@ class BernoulliMasks(nn.Module):
         out = {}
         for key, pi in self.probabilities(task).items():
             m = torch.bernoulli(pi.detach())
-            out[key] = m + pi - pi.detach()
+            out[key] = m + (pi - pi.detach())  # exactly m in value (float rounding of (m+π)−π is not)
         return out
 
     @torch.no_grad()

@@ -80,12 +80,6 @@ def test_sample_is_the_bernoulli_draw_up_to_rounding_and_has_rate_pi() -> None:
     assert not torch.equal(sampler.sample("t")["k"].detach().round(), m.round())  # a fresh draw
 
 
-@pytest.mark.xfail(
-    reason="BernoulliMasks.sample computes (m + π) − stopgrad(π) left to right "
-    "(mtlrun/methods/sparse_ste.py:57): for m=1 the float32 round trip gives 0.99999994 "
-    "(e.g. π=0.3), so the forward uses θ·(1−2⁻²⁴) instead of θ; m + (π − stopgrad(π)) is exact.",
-    strict=True,
-)
 def test_sampled_mask_value_is_exactly_binary() -> None:
     torch.manual_seed(0)
     sampler = BernoulliMasks({"t": {"k": torch.Size([100, 100])}})
