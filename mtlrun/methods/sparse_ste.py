@@ -31,31 +31,41 @@ log = logging.getLogger(__name__)
 
 
 class BernoulliMasks(nn.Module):
-    """π_τ ∈ [0, 1]^{|θ|} for every task τ and maskable parameter; samples straight-through masks."""
+    """π_τ ∈ [0, 1]^{|θ|} for every task τ and maskable parameter; samples straight-through masks.
+
+    Each task's π is one flat parameter (viewed per maskable tensor), so a step draws one
+    Bernoulli tensor per task rather than one per weight tensor: fewer kernel launches.
+    """
 
     def __init__(self, shapes: Mapping[str, Mapping[str, torch.Size]], init: str = "uniform", value: float = 0.5) -> None:
         super().__init__()
-        self.keys = {t: list(per) for t, per in shapes.items()}
+        self.shapes = {t: dict(per) for t, per in shapes.items()}
         self.pi = nn.ParameterDict()
         for t, per in shapes.items():
-            for key, shape in per.items():
-                p = torch.rand(shape) if init == "uniform" else torch.full(shape, value)
-                self.pi[self._name(t, key)] = nn.Parameter(p)
+            n = sum(torch.Size(s).numel() for s in per.values())
+            self.pi[self._name(t)] = nn.Parameter(torch.rand(n) if init == "uniform" else torch.full((n,), value))
 
     @staticmethod
-    def _name(task: str, key: str) -> str:
-        return f"{task}__{key}".replace(".", "__")
+    def _name(task: str) -> str:
+        return task.replace(".", "__")
+
+    def views(self, task: str, flat: Tensor) -> dict[str, Tensor]:
+        """Split a flat per-task vector into the task's parameter shapes."""
+        sizes = [torch.Size(s).numel() for s in self.shapes[task].values()]
+        return {k: part.view(s) for (k, s), part in zip(self.shapes[task].items(), flat.split(sizes), strict=True)}
+
+    def flat(self, task: str) -> nn.Parameter:
+        """π_τ as one vector (all maskable entries of the task, in key order)."""
+        return self.pi[self._name(task)]
 
     def probabilities(self, task: str) -> dict[str, Tensor]:
-        return {k: self.pi[self._name(task, k)] for k in self.keys[task]}
+        return self.views(task, self.flat(task))
 
     def sample(self, task: str) -> dict[str, Tensor]:
-        """M + π − stopgrad(π): the value of a Bernoulli(π) draw, the gradient of π."""
-        out = {}
-        for key, pi in self.probabilities(task).items():
-            m = torch.bernoulli(pi.detach())
-            out[key] = m + (pi - pi.detach())  # exactly m in value (float rounding of (m+π)−π is not)
-        return out
+        """M + (π − stopgrad(π)): the value of a Bernoulli(π) draw, the gradient of π."""
+        pi = self.flat(task)
+        m = torch.bernoulli(pi.detach())
+        return self.views(task, m + (pi - pi.detach()))  # exactly m in value (float rounding of (m+π)−π is not)
 
     @torch.no_grad()
     def clamp_(self) -> None:

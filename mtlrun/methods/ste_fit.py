@@ -58,8 +58,13 @@ log = logging.getLogger(__name__)
 
 METRICS = ("frac_over_0.05", "frac_over_0.01", "mean_abs_error")
 # Table A.1 of seed 000, as fractions.
-PAPER = {"frac_over_0.05": 0.0, "frac_over_0.01": 0.2026, "frac_over_0.01_std": 0.0213,
-         "mean_abs_error": 0.0063, "mean_abs_error_std": 0.0001}
+PAPER = {
+    "frac_over_0.05": 0.0,
+    "frac_over_0.01": 0.2026,
+    "frac_over_0.01_std": 0.0213,
+    "mean_abs_error": 0.0063,
+    "mean_abs_error_std": 0.0001,
+}
 
 
 def bernoulli(probs: Tensor, rows: int, generator: torch.Generator) -> Tensor:
@@ -83,13 +88,16 @@ def ste_loss(mask: Tensor, probs: Tensor, x: Tensor) -> Tensor:
 def errors(pi: Tensor, target: Tensor) -> dict[str, float]:
     """Table A.1's columns: shares of |π − p*| above 0.05 and 0.01 (fractions) and its mean."""
     diff = (pi - target).abs()
-    return {"frac_over_0.05": (diff > 0.05).float().mean().item(),
-            "frac_over_0.01": (diff > 0.01).float().mean().item(),
-            "mean_abs_error": diff.mean().item()}
+    return {
+        "frac_over_0.05": (diff > 0.05).float().mean().item(),
+        "frac_over_0.01": (diff > 0.01).float().mean().item(),
+        "mean_abs_error": diff.mean().item(),
+    }
 
 
-def fit_vector(dim: int, n_samples: int, epochs: int, batch_size: int, lr: float,
-               seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def fit_vector(
+    dim: int, n_samples: int, epochs: int, batch_size: int, lr: float, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run the Appendix A fit once; returns (fitted π, target p*, data mean p̂), each (dim,).
 
     Every draw (p*, data, π's init, shuffles, masks) comes from one ``torch.Generator`` seeded by
@@ -100,8 +108,9 @@ def fit_vector(dim: int, n_samples: int, epochs: int, batch_size: int, lr: float
     data = bernoulli(target, n_samples, g)
     pi = torch.rand(dim, generator=g).requires_grad_(True)
     optimizer = torch.optim.Adam([pi], lr=lr)
-    for _ in tqdm(range(epochs), desc=f"ste_fit seed {seed}", leave=False,
-                  disable=not sys.stderr.isatty()):
+    for _ in tqdm(
+        range(epochs), desc=f"ste_fit seed {seed}", leave=False, disable=not sys.stderr.isatty()
+    ):
         shuffled = data[torch.randperm(n_samples, generator=g)]
         for batch in shuffled.split(batch_size):
             loss = ste_loss(bernoulli(pi, len(batch), g), pi, batch)
@@ -113,8 +122,9 @@ def fit_vector(dim: int, n_samples: int, epochs: int, batch_size: int, lr: float
     return pi.detach(), target, data.mean(0)
 
 
-def fit_once(dim: int, n_samples: int, epochs: int, batch_size: int, lr: float,
-             seed: int) -> dict[str, float]:
+def fit_once(
+    dim: int, n_samples: int, epochs: int, batch_size: int, lr: float, seed: int
+) -> dict[str, float]:
     """Table A.1's three figures for one repeat (see :func:`fit_vector`)."""
     pi, target, _ = fit_vector(dim, n_samples, epochs, batch_size, lr, seed)
     return errors(pi, target)
@@ -164,11 +174,22 @@ def _check(key: str, value: float, ok: bool, should: str) -> None:
 class STEFit:
     """Seed 000 Appendix A as a standalone run (``mtlrun experiment=ste_fit``); no MTL model."""
 
-    def __init__(self, name: str = "ste_fit", dim: int = 1000, n_samples: int = 1000,
-                 epochs: int = 500, batch_size: int = 100, lr: float = 1e-2,
-                 seeds: Sequence[int] = (0, 1, 2)) -> None:
-        for key, value in (("dim", dim), ("n_samples", n_samples), ("epochs", epochs),
-                           ("batch_size", batch_size)):
+    def __init__(
+        self,
+        name: str = "ste_fit",
+        dim: int = 1000,
+        n_samples: int = 1000,
+        epochs: int = 500,
+        batch_size: int = 100,
+        lr: float = 1e-2,
+        seeds: Sequence[int] = (0, 1, 2),
+    ) -> None:
+        for key, value in (
+            ("dim", dim),
+            ("n_samples", n_samples),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+        ):
             _check(key, value, value >= 1, "an integer >= 1")
         _check("lr", lr, lr > 0 and math.isfinite(lr), "> 0")
         _check("seeds", list(seeds), len(seeds) >= 1, "a non-empty list of integers")
@@ -180,16 +201,26 @@ class STEFit:
         rows: list[dict[str, Any]] = []
         for seed in self.seeds:
             start = time.perf_counter()
-            pi, target, p_hat = fit_vector(self.dim, self.n_samples, self.epochs,
-                                           self.batch_size, self.lr, seed)
-            row = {"seed": seed, **errors(pi, target),
-                   "sampling_floor_mae": (p_hat - target).abs().mean().item(),
-                   "train_s": round(time.perf_counter() - start, 3)}
+            pi, target, p_hat = fit_vector(
+                self.dim, self.n_samples, self.epochs, self.batch_size, self.lr, seed
+            )
+            row = {
+                "seed": seed,
+                **errors(pi, target),
+                "sampling_floor_mae": (p_hat - target).abs().mean().item(),
+                "train_s": round(time.perf_counter() - start, 3),
+            }
             rows.append(row)
-            log.info("ste_fit seed %d: |π−p*| > 0.05: %.2f%%, > 0.01: %.2f%%, mean %.5f "
-                     "(p̂ floor %.5f) in %.1fs", seed, 100 * row["frac_over_0.05"],
-                     100 * row["frac_over_0.01"], row["mean_abs_error"],
-                     row["sampling_floor_mae"], row["train_s"])
+            log.info(
+                "ste_fit seed %d: |π−p*| > 0.05: %.2f%%, > 0.01: %.2f%%, mean %.5f "
+                "(p̂ floor %.5f) in %.1fs",
+                seed,
+                100 * row["frac_over_0.05"],
+                100 * row["frac_over_0.01"],
+                row["mean_abs_error"],
+                row["sampling_floor_mae"],
+                row["train_s"],
+            )
             if seed == self.seeds[0]:
                 plot_fit(run_dir / "ste_fit.png", pi, target, seed)
         write_csv(run_dir / "ste_fit.csv", rows)

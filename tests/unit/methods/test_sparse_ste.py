@@ -34,7 +34,7 @@ SHAPES = {
 def test_pi_init_uniform_and_constant() -> None:
     torch.manual_seed(0)
     uniform = BernoulliMasks(SHAPES)
-    assert uniform.keys == {"a": ["x.w", "x.b"], "b": ["x.w"]}
+    assert {t: list(per) for t, per in uniform.shapes.items()} == {"a": ["x.w", "x.b"], "b": ["x.w"]}
     for t, per in SHAPES.items():
         for k, shape in uniform.probabilities(t).items():
             assert shape.shape == per[k]
@@ -57,10 +57,13 @@ def test_ste_gradient_of_pi_is_the_gradient_of_the_mask() -> None:
     torch.manual_seed(42)
     m_tilde = sampler.sample("a")
     loss = sum(((theta[k] * m_tilde[k]) * c[k]).sum() for k in theta)
-    grads = torch.autograd.grad(loss, [pis[k] for k in theta])
+    (flat_grad,) = torch.autograd.grad(loss, [sampler.flat("a")])
+    by_key = sampler.views("a", flat_grad)
+    grads = [by_key[k] for k in theta]
 
-    torch.manual_seed(42)  # the same draws, in the same key order
-    leaves = {k: torch.bernoulli(pis[k].detach()).requires_grad_(True) for k in theta}
+    torch.manual_seed(42)  # the same draw (one flat Bernoulli per task)
+    draw = sampler.views("a", torch.bernoulli(sampler.flat("a").detach()))
+    leaves = {k: draw[k].clone().requires_grad_(True) for k in theta}
     loss_m = sum(((theta[k] * leaves[k]) * c[k]).sum() for k in theta)
     grads_m = torch.autograd.grad(loss_m, [leaves[k] for k in theta])
     for i, k in enumerate(theta):
@@ -90,16 +93,16 @@ def test_sampled_mask_value_is_exactly_binary() -> None:
 def test_clamp_keeps_pi_in_unit_interval() -> None:
     sampler = BernoulliMasks({"t": {"k": torch.Size([5])}})
     with torch.no_grad():
-        sampler.pi["t__k"].copy_(torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.7]))
+        sampler.flat("t").copy_(torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.7]))
     sampler.clamp_()
     assert sampler.probabilities("t")["k"].tolist() == pytest.approx([0.0, 0.0, 0.3, 1.0, 1.0])
     # After a large optimiser step, clamping brings every entry back.
     opt = torch.optim.SGD(sampler.parameters(), lr=10.0)
     sampler.sample("t")["k"].sum().mul(-1).backward()
     opt.step()
-    assert float(sampler.pi["t__k"].detach().max()) > 1
+    assert float(sampler.flat("t").detach().max()) > 1
     sampler.clamp_()
-    p = sampler.pi["t__k"]
+    p = sampler.flat("t")
     assert bool(((p >= 0) & (p <= 1)).all())
 
 
@@ -162,17 +165,14 @@ def test_source_mode_ste_gradient_through_the_model_equals_mask_gradient() -> No
     torch.manual_seed(7)
     out = model(inputs)
     loss = sum(out[t].pow(2).mean() for t in model.tasks)
-    pis = [p for t in model.tasks for p in sampler.probabilities(t).values()]
-    grad_pi = torch.autograd.grad(loss, pis)
+    flat_grads = torch.autograd.grad(loss, [sampler.flat(t) for t in model.tasks])
+    grad_pi = [g for t, fg in zip(model.tasks, flat_grads, strict=True) for g in sampler.views(t, fg).values()]
 
-    torch.manual_seed(7)  # same draws, in the model's order (tasks, then keys)
-    leaves = {
-        t: {
-            k: torch.bernoulli(p.detach()).requires_grad_(True)
-            for k, p in sampler.probabilities(t).items()
-        }
-        for t in model.tasks
-    }
+    torch.manual_seed(7)  # same draws, in the model's order (one flat Bernoulli per task)
+    leaves = {}
+    for t in model.tasks:
+        draw = sampler.views(t, torch.bernoulli(sampler.flat(t).detach()))
+        leaves[t] = {k: v.clone().requires_grad_(True) for k, v in draw.items()}
     model.set_source(lambda t: leaves[t], lambda t: method.discretise(sampler, t), sampler)
     out_m = model(inputs)
     loss_m = sum(out_m[t].pow(2).mean() for t in model.tasks)

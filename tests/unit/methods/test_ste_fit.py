@@ -75,9 +75,17 @@ def test_aggregate_is_mean_and_sample_std() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"lr": 0.0}, "`method.lr` should be > 0. Found `method.lr = 0.0`."),
-     ({"batch_size": 0}, "`method.batch_size` should be an integer >= 1. Found `method.batch_size = 0`."),
-     ({"seeds": []}, "`method.seeds` should be a non-empty list of integers. Found `method.seeds = []`.")],
+    [
+        ({"lr": 0.0}, "`method.lr` should be > 0. Found `method.lr = 0.0`."),
+        (
+            {"batch_size": 0},
+            "`method.batch_size` should be an integer >= 1. Found `method.batch_size = 0`.",
+        ),
+        (
+            {"seeds": []},
+            "`method.seeds` should be a non-empty list of integers. Found `method.seeds = []`.",
+        ),
+    ],
 )
 def test_bad_arguments_fail_in_the_users_key_names(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError) as e:
