@@ -52,7 +52,6 @@ def test_ste_gradient_of_pi_is_the_gradient_of_the_mask() -> None:
     theta = {k: torch.randn(s, generator=g) for k, s in SHAPES["a"].items()}
     c = {k: torch.randn(s, generator=g) for k, s in SHAPES["a"].items()}
     sampler = BernoulliMasks(SHAPES)
-    pis = sampler.probabilities("a")
 
     torch.manual_seed(42)
     m_tilde = sampler.sample("a")
