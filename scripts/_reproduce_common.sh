@@ -7,13 +7,13 @@ REPORT=${REPORT:-mtlrun-report}
 REDUCED=${REDUCED:-0}
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 
-common_reduced=(data.limit_train=2000 data.limit_eval=500 trainer.max_epochs=3 trainer.patience=null notes=reduced)
+common_reduced=(data.limit_train=1500 data.limit_eval=500 trainer.max_epochs=3 trainer.patience=null notes=reduced)
 
 # reduced_for <method>: the method's own budget keys in reduced mode.
 reduced_for() {
   case "$1" in
     sparse_ste) echo "method.warmup_epochs=1 method.search_epochs=3 method.finetune_epochs=1" ;;
-    sparse_imp|single_subnet) echo "method.prune_epochs=1" ;;
+    sparse_imp|single_subnet) echo "method.prune_epochs=1 method.warmup_epochs=1" ;;
     *) echo "" ;;
   esac
 }
