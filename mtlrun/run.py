@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def git_commit() -> str | None:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        # A copy without .git (a container, a cluster node): the launcher may say the commit.
+        return os.environ.get("MTLRUN_GIT_COMMIT")
 
 
 def _settings(cfg: DictConfig) -> TrainSettings:
