@@ -29,7 +29,7 @@ def _main(cfg: DictConfig) -> float | None:
         print(f"mtlrun: error: {e}", file=sys.stderr)
         sys.exit(2)
     # A sweeper optimises the returned value: the mean primary validation metric.
-    scores = [next(iter(m.values())) for m in metrics["valid"].values()]
+    scores = [next(iter(m.values())) for m in metrics.get("valid", {}).values()]
     return sum(scores) / len(scores) if scores else None
 
 
