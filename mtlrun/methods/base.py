@@ -43,3 +43,25 @@ class SearchContext(Protocol):
     def evaluate(self, split: str) -> dict[str, dict[str, float]]: ...
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer: ...
+
+
+def shared_trunk(backbone: Backbone, tasks: Sequence[Task]) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
+    """Blocks and paths of hard sharing: one copy of every trunk block, one head per task."""
+    trunk = list(backbone.block_names)
+    blocks: dict[str, torch.nn.Module] = {b: backbone.make_block(b) for b in trunk}
+    for task in tasks:
+        blocks[head_name(task.name)] = backbone.make_head(task)
+    return blocks, {t.name: [*trunk, head_name(t.name)] for t in tasks}
+
+
+def private_copies(backbone: Backbone, tasks: Sequence[Task]) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
+    """Blocks and paths of single-task learning: block ``<name>:<task>`` for every task."""
+    blocks: dict[str, torch.nn.Module] = {}
+    paths: dict[str, list[str]] = {}
+    for task in tasks:
+        own = [f"{b}:{task.name}" for b in backbone.block_names]
+        for name, b in zip(own, backbone.block_names, strict=True):
+            blocks[name] = backbone.make_block(b)
+        blocks[head_name(task.name)] = backbone.make_head(task)
+        paths[task.name] = [*own, head_name(task.name)]
+    return blocks, paths

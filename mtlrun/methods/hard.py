@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import shared_trunk
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -17,8 +17,4 @@ class HardSharing:
         self.name = name
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
-        trunk = list(backbone.block_names)
-        blocks = {b: backbone.make_block(b) for b in trunk}
-        for task in tasks:
-            blocks[head_name(task.name)] = backbone.make_head(task)
-        return MultiTaskModel(blocks, {t.name: [*trunk, head_name(t.name)] for t in tasks})
+        return MultiTaskModel(*shared_trunk(backbone, tasks))

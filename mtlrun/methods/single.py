@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import private_copies
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -17,11 +17,4 @@ class SingleTask:
         self.name = name
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
-        blocks, paths = {}, {}
-        for task in tasks:
-            own = [f"{b}:{task.name}" for b in backbone.block_names]
-            for name, b in zip(own, backbone.block_names, strict=True):
-                blocks[name] = backbone.make_block(b)
-            blocks[head_name(task.name)] = backbone.make_head(task)
-            paths[task.name] = [*own, head_name(task.name)]
-        return MultiTaskModel(blocks, paths)
+        return MultiTaskModel(*private_copies(backbone, tasks))

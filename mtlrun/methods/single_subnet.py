@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import private_copies
 from mtlrun.methods.sparse_imp import SparseIMP
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import maskable_parameters
@@ -25,12 +25,6 @@ class SingleSubnet(SparseIMP):
         super().__init__(*args, name=name, **kwargs)  # type: ignore[arg-type]
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MaskedModel:
-        blocks, paths, maskable = {}, {}, {}
-        for task in tasks:
-            own = [f"{b}:{task.name}" for b in backbone.block_names]
-            for name, b in zip(own, backbone.block_names, strict=True):
-                blocks[name] = backbone.make_block(b)
-            blocks[head_name(task.name)] = backbone.make_head(task)
-            paths[task.name] = [*own, head_name(task.name)]
-            maskable.update(maskable_parameters(blocks, own, weights_only=True))
-        return MaskedModel(blocks, paths, maskable)
+        blocks, paths = private_copies(backbone, tasks)
+        trunk = [b for p in paths.values() for b in p[:-1]]
+        return MaskedModel(blocks, paths, maskable_parameters(blocks, trunk, weights_only=True))

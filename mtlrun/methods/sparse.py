@@ -13,7 +13,7 @@ import torch
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import shared_trunk
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import MaskSet, mask_stats, maskable_parameters
 
@@ -27,12 +27,9 @@ def check_ratio(key: str, value: float) -> None:
 
 def masked_supernet(backbone: Backbone, tasks: Sequence[Task], weights_only: bool) -> MaskedModel:
     """Hard-sharing paths over one supernet whose counted encoder parameters can be masked."""
-    trunk = list(backbone.block_names)
-    blocks = {b: backbone.make_block(b) for b in trunk}
-    for task in tasks:
-        blocks[head_name(task.name)] = backbone.make_head(task)
-    maskable = maskable_parameters(blocks, trunk, weights_only=weights_only)
-    return MaskedModel(blocks, {t.name: [*trunk, head_name(t.name)] for t in tasks}, maskable)
+    blocks, paths = shared_trunk(backbone, tasks)
+    maskable = maskable_parameters(blocks, backbone.block_names, weights_only=weights_only)
+    return MaskedModel(blocks, paths, maskable)
 
 
 def save_masks(run_dir: Path, masks: MaskSet, extra: dict[str, Any] | None = None) -> dict[str, Any]:
