@@ -13,6 +13,7 @@ from mtlrun.data.mnist3 import MNIST3_TASKS
 from mtlrun.errors import ConfigError
 
 TASKS = {"toy": CONLL_TASKS, "conll": CONLL_TASKS, "mnist3": MNIST3_TASKS}
+TEXT_ONLY_METHODS = ("soft", "hierarchical")
 BACKBONES_FOR = {"text": ["cnn_bilstm"], "image": ["lenet_bn", "resnet"]}
 
 
@@ -79,5 +80,9 @@ def validate(cfg: DictConfig) -> None:
         p.append(f"`backbone` does not fit `data={name}`: it reads {bb_modality} inputs but "
                  f"{name} is {data_modality}. Allowed backbones for data={name}: "
                  f"{BACKBONES_FOR.get(data_modality, [])}.")
+    method = _get(cfg, "method.name")
+    if method in TEXT_ONLY_METHODS and bb_modality and bb_modality != "text":
+        p.append(f"`method={method}` couples BiLSTM layers: it needs backbone=cnn_bilstm (text data), "
+                 f"not an {bb_modality} backbone.")
     if p:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(p))

@@ -56,6 +56,7 @@ def test_bad_values_are_reported_together(compose_cfg) -> None:
         (["data=mnist3", "data.missing_train=skip"], "`data.missing_train` should be one of error, split_test"),
         (["balancer.weights={foo: 2.0}"], "`balancer.weights` has keys ['foo']"),
         (["optim.lr=-1"], "`optim.lr` should be > 0. Found `optim.lr = -1.0`."),
+        (["data=mnist3", "method=soft"], "`method=soft` couples BiLSTM layers: it needs backbone=cnn_bilstm"),
     ],
 )
 def test_golden_error_texts(compose_cfg, overrides: list[str], fragment: str) -> None:
