@@ -27,6 +27,7 @@ run_row() {
     extra=("${common_reduced[@]}" $(reduced_for "$method"))
   fi
   echo "== $experiment $* ${extra[*]}"
-  $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" "${extra[@]}" "$@" trainer.progress=false \
+  # The row's own overrides come last so that they win over the reduced budget.
+  $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" trainer.progress=false "${extra[@]}" "$@" \
     || echo "!! $experiment failed (see $out/cli.log)"
 }
