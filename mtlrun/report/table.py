@@ -117,9 +117,13 @@ def deviation_mark(records: Iterable[Record]) -> str:
 
 
 def deviation_notes(records: Iterable[Record]) -> list[str]:
-    """One footnote per deviating run, naming the run and its ``data.deviations``."""
-    return [
-        f"{DEVIATION_MARK} `{r.rel}` deviates from the paper's protocol: {'; '.join(r.deviations)}"
-        for r in records
-        if r.deviations
-    ]
+    """One footnote per distinct set of ``data.deviations``, naming the runs that share it."""
+    runs: dict[str, list[str]] = {}
+    for r in records:
+        if r.deviations:
+            runs.setdefault("; ".join(r.deviations), []).append(f"`{r.rel}`")
+    notes = []
+    for text, names in runs.items():
+        verb = "deviates" if len(names) == 1 else "deviate"
+        notes.append(f"{DEVIATION_MARK} {', '.join(names)} {verb} from the paper's protocol: {text}")
+    return notes
