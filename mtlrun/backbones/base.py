@@ -32,3 +32,23 @@ class Backbone(Protocol):
     def make_block(self, name: str) -> nn.Module: ...
 
     def make_head(self, task: Task, in_block: str | None = None) -> nn.Module: ...
+
+
+def require(owner: str, ok: bool, message: str) -> None:
+    """Raise ``ValueError("<owner>: <message>")`` unless ``ok`` (the runner shows it as a config error)."""
+    if not ok:
+        raise ValueError(f"{owner}: {message}")
+
+
+def check_modality(owner: str, expected: str, modality: str, input_spec: InputSpec) -> None:
+    """The configured ``modality`` and the data's must both be the backbone's own."""
+    require(
+        owner,
+        modality == expected,
+        f"`modality` should be {expected!r}. Found `modality = {modality!r}`.",
+    )
+    require(
+        owner,
+        input_spec.modality == expected,
+        f"needs {expected} data; the data set's modality is {input_spec.modality!r}.",
+    )

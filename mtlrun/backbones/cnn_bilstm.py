@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mtlrun.backbones.base import SeqState
+from mtlrun.backbones.base import SeqState, check_modality, require
 from mtlrun.data.base import InputSpec, Task, TextInputs
 from mtlrun.errors import DataError
 
@@ -216,8 +216,7 @@ def load_pretrained(path: str | Path, words: Sequence[str], dim: int) -> tuple[T
 
 
 def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"CNNBiLSTM: {message}")
+    require("CNNBiLSTM", ok, message)
 
 
 class CNNBiLSTM:
@@ -248,13 +247,7 @@ class CNNBiLSTM:
         dropout: float = 0.5,
         embeddings: str | None = None,
     ) -> None:
-        _require(
-            modality == "text", f"`modality` should be 'text'. Found `modality = {modality!r}`."
-        )
-        _require(
-            input_spec.modality == "text",
-            f"needs text data; the data set's modality is {input_spec.modality!r}.",
-        )
+        check_modality("CNNBiLSTM", "text", modality, input_spec)
         _require(
             input_spec.n_words > 0 and input_spec.n_chars > 0, "the data set has no vocabulary."
         )

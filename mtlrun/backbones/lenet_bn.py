@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from mtlrun.backbones.base import check_modality, require
 from mtlrun.data.base import InputSpec, Task
 
 
 def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"LeNetBN: {message}")
+    require("LeNetBN", ok, message)
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int, padding: int) -> nn.Sequential:
@@ -49,13 +49,7 @@ class LeNetBN:
         channels: Sequence[int] = (6, 16),
         kernel: int = 5,
     ) -> None:
-        _require(
-            modality == "image", f"`modality` should be 'image'. Found `modality = {modality!r}`."
-        )
-        _require(
-            input_spec.modality == "image",
-            f"needs image data; the data set's modality is {input_spec.modality!r}.",
-        )
+        check_modality("LeNetBN", "image", modality, input_spec)
         channels = tuple(int(c) for c in channels)
         _require(
             len(channels) == 2 and min(channels) >= 1,

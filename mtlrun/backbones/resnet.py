@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 
+from mtlrun.backbones.base import check_modality, require
 from mtlrun.data.base import InputSpec, Task
 
 LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # residual blocks per stage, by depth
@@ -34,8 +35,7 @@ class ResidualBlock(BasicBlock):
 
 
 def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(f"ResNet: {message}")
+    require("ResNet", ok, message)
 
 
 def _init_weights(module: nn.Module) -> nn.Module:
@@ -71,13 +71,7 @@ class ResNet:
         layers: Sequence[int] | None = None,
         width: int = 64,
     ) -> None:
-        _require(
-            modality == "image", f"`modality` should be 'image'. Found `modality = {modality!r}`."
-        )
-        _require(
-            input_spec.modality == "image",
-            f"needs image data; the data set's modality is {input_spec.modality!r}.",
-        )
+        check_modality("ResNet", "image", modality, input_spec)
         _require(width >= 1, f"`width` should be >= 1. Found `width = {width}`.")
         self.input_spec = input_spec
         self.width = width
