@@ -13,7 +13,7 @@ import torch
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import shared_trunk
+from mtlrun.methods.base import SearchContext, shared_trunk
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import MaskSet, mask_stats, maskable_parameters
 
@@ -30,6 +30,17 @@ def masked_supernet(backbone: Backbone, tasks: Sequence[Task], weights_only: boo
     blocks, paths = shared_trunk(backbone, tasks)
     maskable = maskable_parameters(blocks, backbone.block_names, weights_only=weights_only)
     return MaskedModel(blocks, paths, maskable)
+
+
+def warm_up(ctx: SearchContext, epochs: int) -> MaskedModel:
+    """The masked supernet of ``ctx``, trained dense for ``epochs`` first (seed 000 Table 4.3)."""
+    model = ctx.model
+    if not isinstance(model, MaskedModel):
+        raise TypeError("sparse sharing needs the MaskedModel its method built")
+    if epochs:
+        model.mode = "dense"
+        ctx.fit("warmup", epochs)
+    return model
 
 
 def save_masks(run_dir: Path, masks: MaskSet, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
 from mtlrun.methods.base import SearchContext
-from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks
+from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks, warm_up
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import MaskSet, magnitude_prune
 
@@ -62,11 +62,7 @@ class SparseIMP:
         return self.final_density ** (r / self.rounds)
 
     def search(self, ctx: SearchContext) -> dict[str, Any]:
-        model = ctx.model
-        assert isinstance(model, MaskedModel)
-        if self.warmup_epochs:
-            model.mode = "dense"
-            ctx.fit("warmup", self.warmup_epochs)
+        model = warm_up(ctx, self.warmup_epochs)
         theta0 = copy.deepcopy(model.state_dict())
         start = time.perf_counter()
         masks: MaskSet = {}

@@ -23,7 +23,7 @@ from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
 from mtlrun.methods.base import SearchContext
-from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks
+from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks, warm_up
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import topk_mask
 
@@ -100,11 +100,7 @@ class SparseSTE:
         return topk_mask(sampler.probabilities(task), self.keep_ratio, self.per_layer)
 
     def search(self, ctx: SearchContext) -> dict[str, Any]:
-        model = ctx.model
-        assert isinstance(model, MaskedModel)
-        if self.warmup_epochs:
-            model.mode = "dense"
-            ctx.fit("warmup", self.warmup_epochs)
+        model = warm_up(ctx, self.warmup_epochs)
         shapes = {t.name: {k: p.shape for k, p in _maskable(model).items()} for t in ctx.tasks}
         sampler = BernoulliMasks(shapes, self.pi_init, self.pi_init_value).to(ctx.device)
         model.set_source(sampler.sample, lambda t: self.discretise(sampler, t), sampler)
