@@ -1,4 +1,4 @@
-.PHONY: help install lint format test test-all toy conll-hard
+.PHONY: help install lint format test test-all toy conll-hard repro-table4-2 repro-table4-3 repro-fig4-1 repro-ste-fit
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 install:  ## editable install with test tools (README set-up)
@@ -15,3 +15,11 @@ toy:  ## the default run on the embedded toy set
 	mtlrun
 conll-hard:  ## hard sharing on CoNLL-2003 with seed 000's settings
 	mtlrun experiment=conll_hard
+repro-table4-2:  ## seed 000 Table 4.2 (REDUCED=1 for a CPU-sized run)
+	scripts/reproduce_table4_2.sh
+repro-table4-3:  ## seed 000 Table 4.3, warm-up vs from scratch
+	scripts/reproduce_table4_3.sh
+repro-fig4-1:  ## seed 000 Figure 4.1, keep-ratio sweep
+	scripts/reproduce_fig4_1.sh
+repro-ste-fit:  ## seed 000 Appendix A
+	scripts/reproduce_ste_fit.sh
