@@ -1,6 +1,6 @@
 .PHONY: help install lint format test test-all toy conll-hard repro-table4-2 repro-table4-3 repro-fig4-1 repro-ste-fit
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 install:  ## editable install with test tools (README set-up)
 	pip install -e ".[test]"
 lint:  ## ruff lint + format check

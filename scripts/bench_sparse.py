@@ -40,22 +40,60 @@ def time_steps(cfg, mode: str, steps: int, device: torch.device) -> float:
     data, tasks, model, balancer, optimizer = setup(cfg, method, device)
     phase = Phase(name=mode)
     if mode == "ste_search":
-        shapes = {t.name: {k: p.shape for k, p in dict(model.blocks.named_parameters()).items()
-                           if k in model.maskable} for t in tasks}
+        shapes = {
+            t.name: {
+                k: p.shape
+                for k, p in dict(model.blocks.named_parameters()).items()
+                if k in model.maskable
+            }
+            for t in tasks
+        }
         sampler = BernoulliMasks(shapes).to(device)
         model.set_source(sampler.sample, lambda t: method.discretise(sampler, t), sampler)
-        phase = Phase(name=mode, extra_optimizers=[torch.optim.Adam(sampler.parameters(), lr=3e-3, weight_decay=1e-5)],
-                      after_step=sampler.clamp_)
+        phase = Phase(
+            name=mode,
+            extra_optimizers=[torch.optim.Adam(sampler.parameters(), lr=3e-3, weight_decay=1e-5)],
+            after_step=sampler.clamp_,
+        )
     elif mode == "fixed_masks":
-        shapes = {t.name: {k: p for k, p in dict(model.blocks.named_parameters()).items() if k in model.maskable}
-                  for t in tasks}
-        model.set_masks({t: {k: (torch.rand_like(p) < 0.5).float() for k, p in per.items()} for t, per in shapes.items()})
+        shapes = {
+            t.name: {
+                k: p
+                for k, p in dict(model.blocks.named_parameters()).items()
+                if k in model.maskable
+            }
+            for t in tasks
+        }
+        model.set_masks(
+            {
+                t: {k: (torch.rand_like(p) < 0.5).float() for k, p in per.items()}
+                for t, per in shapes.items()
+            }
+        )
     settings = TrainSettings(max_epochs=1, batch_size=cfg.trainer.batch_size, progress=False)
-    train_epoch(model, data, balancer, optimizer, TrainSettings(**{**settings.__dict__, "steps_per_epoch": 5}), 0, device, phase)
+    train_epoch(
+        model,
+        data,
+        balancer,
+        optimizer,
+        TrainSettings(**{**settings.__dict__, "steps_per_epoch": 5}),
+        0,
+        device,
+        phase,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    train_epoch(model, data, balancer, optimizer, TrainSettings(**{**settings.__dict__, "steps_per_epoch": steps}), 1, device, phase)
+    train_epoch(
+        model,
+        data,
+        balancer,
+        optimizer,
+        TrainSettings(**{**settings.__dict__, "steps_per_epoch": steps}),
+        1,
+        device,
+        phase,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
@@ -69,16 +107,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10)
     args = parser.parse_args()
     device = pick_device(args.device)
-    base = [f"data={args.data}", f"trainer.batch_size={args.batch_size}", f"trainer.device={args.device}"]
-    rows = [("hard", ["method=hard"], "dense"),
-            ("sparse_ste (search)", ["method=sparse_ste"], "ste_search"),
-            ("sparse masks fixed", ["method=sparse_ste"], "fixed_masks")]
+    base = [
+        f"data={args.data}",
+        f"trainer.batch_size={args.batch_size}",
+        f"trainer.device={args.device}",
+    ]
+    rows = [
+        ("hard", ["method=hard"], "dense"),
+        ("sparse_ste (search)", ["method=sparse_ste"], "ste_search"),
+        ("sparse masks fixed", ["method=sparse_ste"], "fixed_masks"),
+    ]
     results = []
     for label, overrides, mode in rows:
         results.append((label, time_steps(compose_cfg(base + overrides), mode, args.steps, device)))
     hard = results[0][1]
-    print(f"\nsteps: {args.steps}, batch {args.batch_size}, data {args.data}, device {device} "
-          f"({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}\n")
+    print(
+        f"\nsteps: {args.steps}, batch {args.batch_size}, data {args.data}, device {device} "
+        f"({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}\n"
+    )
     print("| method | ms / step | steps / s | × hard |")
     print("|---|---:|---:|---:|")
     for label, sec in results:

@@ -15,7 +15,12 @@ from mtlrun.config.source import REPO_CONF, config_module_available
 from tests.helpers.fakedata import write_conll_dir, write_mnist_family
 
 # Small enough for a 2-core laptop: the structure of every model is kept, only widths shrink.
-TINY_TEXT = ["backbone.word_dim=8", "backbone.char_dim=4", "backbone.char_filters=4", "backbone.hidden=6"]
+TINY_TEXT = [
+    "backbone.word_dim=8",
+    "backbone.char_dim=4",
+    "backbone.char_filters=4",
+    "backbone.hidden=6",
+]
 TINY_RESNET = ["backbone.layers=[1,1,1,1]", "backbone.width=4"]
 QUICK = ["trainer.max_epochs=2", "trainer.progress=false", "trainer.plots=true"]
 TOY_SMALL = ["data.n_train=40", "data.n_valid=12", "data.n_test=12"]

@@ -21,7 +21,9 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
-def _check(problems: list[str], cfg: DictConfig, key: str, ok: Callable[[Any], bool], should: str) -> None:
+def _check(
+    problems: list[str], cfg: DictConfig, key: str, ok: Callable[[Any], bool], should: str
+) -> None:
     if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
         return
     value = _get(cfg, key)
@@ -40,9 +42,16 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, f"{t}.max_epochs", lambda v: v >= 1, "an integer >= 1")
     _check(p, cfg, f"{t}.batch_size", lambda v: v >= 1, "an integer >= 1")
     _check(p, cfg, f"{t}.eval_batch_size", lambda v: v >= 1, "an integer >= 1")
-    _check(p, cfg, f"{t}.device", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-           "one of auto, cpu, cuda, cuda:N")
-    _check(p, cfg, f"{t}.grad_clip", lambda v: v is None or v > 0, "> 0, or null to disable clipping")
+    _check(
+        p,
+        cfg,
+        f"{t}.device",
+        lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+        "one of auto, cpu, cuda, cuda:N",
+    )
+    _check(
+        p, cfg, f"{t}.grad_clip", lambda v: v is None or v > 0, "> 0, or null to disable clipping"
+    )
     _check(p, cfg, f"{t}.lr_decay", lambda v: v >= 0, ">= 0")
     _check(p, cfg, f"{t}.patience", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, f"{t}.max_minutes", lambda v: v is None or v > 0, "> 0 or null")
@@ -50,7 +59,13 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, "data.limit_train", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.source", lambda v: v in ("files", "hub"), "one of files, hub")
-    _check(p, cfg, "data.missing_train", lambda v: v in ("error", "split_test"), "one of error, split_test")
+    _check(
+        p,
+        cfg,
+        "data.missing_train",
+        lambda v: v in ("error", "split_test"),
+        "one of error, split_test",
+    )
     _check(p, cfg, "data.valid_size", lambda v: v >= 1, "an integer >= 1")
     _check(p, cfg, "optim.lr", lambda v: v > 0, "> 0")
     _check(p, cfg, "optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
@@ -61,28 +76,42 @@ def validate(cfg: DictConfig) -> None:
     name = _get(cfg, "data.name")
     available = TASKS.get(name, ())
     tasks = list(_get(cfg, "data.tasks") or [])
-    if available and (not tasks or any(x not in available for x in tasks) or len(set(tasks)) != len(tasks)):
-        p.append(f"`data.tasks` should be a non-empty subset of {list(available)} without repeats. "
-                 f"Found `data.tasks = {tasks}`.")
+    if available and (
+        not tasks or any(x not in available for x in tasks) or len(set(tasks)) != len(tasks)
+    ):
+        p.append(
+            f"`data.tasks` should be a non-empty subset of {list(available)} without repeats. "
+            f"Found `data.tasks = {tasks}`."
+        )
     weights = _get(cfg, "balancer.weights") or {}
     if isinstance(weights, DictConfig):
         weights = OmegaConf.to_container(weights)
-    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in weights.values()):
-        p.append(f"`balancer.weights` should map task names to numbers >= 0, e.g. {{ner: 2.0}}. "
-                 f"Found `balancer.weights = {weights}`.")
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, (int, float)) and v >= 0 for v in weights.values()
+    ):
+        p.append(
+            f"`balancer.weights` should map task names to numbers >= 0, e.g. {{ner: 2.0}}. "
+            f"Found `balancer.weights = {weights}`."
+        )
         weights = {}
     unknown = sorted(set(weights) - set(tasks))
     if unknown:
-        p.append(f"`balancer.weights` has keys {unknown} that are not tasks of this run; allowed: {tasks}.")
+        p.append(
+            f"`balancer.weights` has keys {unknown} that are not tasks of this run; allowed: {tasks}."
+        )
 
     data_modality, bb_modality = _get(cfg, "data.modality"), _get(cfg, "backbone.modality")
     if data_modality and bb_modality and data_modality != bb_modality:
-        p.append(f"`backbone` does not fit `data={name}`: it reads {bb_modality} inputs but "
-                 f"{name} is {data_modality}. Allowed backbones for data={name}: "
-                 f"{BACKBONES_FOR.get(data_modality, [])}.")
+        p.append(
+            f"`backbone` does not fit `data={name}`: it reads {bb_modality} inputs but "
+            f"{name} is {data_modality}. Allowed backbones for data={name}: "
+            f"{BACKBONES_FOR.get(data_modality, [])}."
+        )
     method = _get(cfg, "method.name")
     if method in TEXT_ONLY_METHODS and bb_modality and bb_modality != "text":
-        p.append(f"`method={method}` couples BiLSTM layers: it needs backbone=cnn_bilstm (text data), "
-                 f"not an {bb_modality} backbone.")
+        p.append(
+            f"`method={method}` couples BiLSTM layers: it needs backbone=cnn_bilstm (text data), "
+            f"not an {bb_modality} backbone."
+        )
     if p:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(p))

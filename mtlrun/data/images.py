@@ -19,8 +19,18 @@ from mtlrun.errors import ConfigError
 
 CLASS_NAMES = {
     "mnist": tuple(str(i) for i in range(10)),
-    "fashion": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                "Sneaker", "Bag", "Ankle boot"),
+    "fashion": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
 }
 
@@ -43,7 +53,9 @@ class ImageTasksData:
         limit_eval: int | None = None,
     ) -> None:
         self.name = name
-        self.tasks = [Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits]
+        self.tasks = [
+            Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits
+        ]
         self.deviations = [s.deviation for s in splits.values() if s.deviation]
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
         self.data: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
@@ -51,12 +63,17 @@ class ImageTasksData:
             self.data[split] = {}
             for task, s in splits.items():
                 x, y = getattr(s, split)
-                self.data[split][task] = (_to_float(x[:limit] if limit else x), y[:limit] if limit else y)
+                self.data[split][task] = (
+                    _to_float(x[:limit] if limit else x),
+                    y[:limit] if limit else y,
+                )
         for split, limit in limits.items():
             cut = [t for t, sp in splits.items() if limit and limit < len(getattr(sp, split)[1])]
             if cut:
                 key = "train" if split == "train" else "eval"
-                self.deviations.append(f"{split} of {', '.join(cut)} cut to the first {limit} images (data.limit_{key})")
+                self.deviations.append(
+                    f"{split} of {', '.join(cut)} cut to the first {limit} images (data.limit_{key})"
+                )
         first = next(iter(self.data["train"].values()))[0]
         self.input_spec = InputSpec(
             modality="image", channels=first.shape[1], height=first.shape[2], width=first.shape[3]

@@ -80,16 +80,17 @@ class TaggingData:
         self.deviations: list[str] = []
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
         self.sentences = {s: splits[s][: limits[s]] if limits[s] else splits[s] for s in splits}
-        self.deviations += [f"{name}: {split} cut to the first {limits[split]} of {len(splits[split])} sentences "
-                            f"(data.limit_{'train' if split == 'train' else 'eval'})"
-                            for split in splits if limits[split] and limits[split] < len(splits[split])]
+        self.deviations += [
+            f"{name}: {split} cut to the first {limits[split]} of {len(splits[split])} sentences "
+            f"(data.limit_{'train' if split == 'train' else 'eval'})"
+            for split in splits
+            if limits[split] and limits[split] < len(splits[split])
+        ]
         train = self.sentences["train"]
         counts = Counter(normalise_word(w) for s in train for w in s.words)
         self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))
         self.chars = Vocab(sorted({c for s in train for w in s.words for c in w}))
-        self.tag_vocab = {
-            t: sorted({tag for s in train for tag in s.tags[t]}) for t in tasks
-        }
+        self.tag_vocab = {t: sorted({tag for s in train for tag in s.tags[t]}) for t in tasks}
         self.tasks = [Task(t, METRIC[t], tuple(self.tag_vocab[t])) for t in tasks]
         self.max_word_len = max_word_len
         self.input_spec = InputSpec(
@@ -98,7 +99,9 @@ class TaggingData:
             n_chars=len(self.chars),
             words=tuple(self.words.items),
         )
-        self._encoded = {split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()}
+        self._encoded = {
+            split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()
+        }
 
     # ------------------------------------------------------------------ encoding
 
@@ -113,7 +116,9 @@ class TaggingData:
         for task in self.tasks:
             index = {tag: i for i, tag in enumerate(task.labels)}
             # A tag unseen in training can never be predicted; it is scored but not trained on.
-            tags[task.name] = torch.tensor([index.get(t, IGNORE_INDEX) for t in sentence.tags[task.name]])
+            tags[task.name] = torch.tensor(
+                [index.get(t, IGNORE_INDEX) for t in sentence.tags[task.name]]
+            )
         return words, chars, tags
 
     def _collate(self, items: list[tuple[Tensor, Tensor, dict[str, Tensor]]]) -> Group:
@@ -183,7 +188,9 @@ def conll_data(
     """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub."""
     tasks = _select_tasks(tasks, CONLL_TASKS)
     if source not in ("files", "hub"):
-        raise ConfigError(f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`.")
+        raise ConfigError(
+            f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`."
+        )
     splits = load_conll(Path(root)) if source == "files" else load_conll_hub()
     return TaggingData(name, splits, tasks, limit_train, limit_eval, min_word_freq, max_word_len)
 

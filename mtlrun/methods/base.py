@@ -36,16 +36,24 @@ class SearchContext(Protocol):
     device: torch.device
     run_dir: Path
 
-    def fit(self, name: str, epochs: int, tasks: Sequence[Task] | None = None,
-            extra_optimizers: Sequence[torch.optim.Optimizer] = (), after_step: Callable[[], None] | None = None,
-            update: str = "joint") -> float: ...
+    def fit(
+        self,
+        name: str,
+        epochs: int,
+        tasks: Sequence[Task] | None = None,
+        extra_optimizers: Sequence[torch.optim.Optimizer] = (),
+        after_step: Callable[[], None] | None = None,
+        update: str = "joint",
+    ) -> float: ...
 
     def evaluate(self, split: str) -> dict[str, dict[str, float]]: ...
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer: ...
 
 
-def shared_trunk(backbone: Backbone, tasks: Sequence[Task]) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
+def shared_trunk(
+    backbone: Backbone, tasks: Sequence[Task]
+) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
     """Blocks and paths of hard sharing: one copy of every trunk block, one head per task."""
     trunk = list(backbone.block_names)
     blocks: dict[str, torch.nn.Module] = {b: backbone.make_block(b) for b in trunk}
@@ -54,7 +62,9 @@ def shared_trunk(backbone: Backbone, tasks: Sequence[Task]) -> tuple[dict[str, t
     return blocks, {t.name: [*trunk, head_name(t.name)] for t in tasks}
 
 
-def private_copies(backbone: Backbone, tasks: Sequence[Task]) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
+def private_copies(
+    backbone: Backbone, tasks: Sequence[Task]
+) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]]]:
     """Blocks and paths of single-task learning: block ``<name>:<task>`` for every task."""
     blocks: dict[str, torch.nn.Module] = {}
     paths: dict[str, list[str]] = {}

@@ -21,7 +21,9 @@ class Hierarchical:
     chunk and ner at 2). Tasks missing from ``task_layers`` read the top layer.
     """
 
-    def __init__(self, task_layers: Mapping[str, int] | None = None, name: str = "hierarchical") -> None:
+    def __init__(
+        self, task_layers: Mapping[str, int] | None = None, name: str = "hierarchical"
+    ) -> None:
         self.name = name
         self.task_layers = dict(task_layers or {"pos": 1, "chunk": 2, "ner": 2})
         bad = {t: k for t, k in self.task_layers.items() if k not in (1, 2)}
@@ -30,7 +32,9 @@ class Hierarchical:
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
         if "bilstm" not in getattr(backbone, "block_names", ()):
-            raise ConfigError("method=hierarchical stacks BiLSTM layers: it needs backbone=cnn_bilstm.")
+            raise ConfigError(
+                "method=hierarchical stacks BiLSTM layers: it needs backbone=cnn_bilstm."
+            )
         layer = {t.name: self.task_layers.get(t.name, 2) for t in tasks}
         top = max(layer.values())
         blocks = {"embed": backbone.make_block("embed"), "bilstm": backbone.make_block("bilstm")}

@@ -25,8 +25,14 @@ class SoftSharedModel(MultiTaskModel):
     counts the char CNN and the three BiLSTMs only).
     """
 
-    def __init__(self, blocks: Mapping[str, nn.Module], paths: Mapping[str, Sequence[str]],
-                 coupling: str, l2_weight: float, stitch_self: float) -> None:
+    def __init__(
+        self,
+        blocks: Mapping[str, nn.Module],
+        paths: Mapping[str, Sequence[str]],
+        coupling: str,
+        l2_weight: float,
+        stitch_self: float,
+    ) -> None:
         super().__init__(blocks, paths)
         self.coupling, self.l2_weight = coupling, l2_weight
         n = len(paths)
@@ -41,7 +47,9 @@ class SoftSharedModel(MultiTaskModel):
         tasks = list(tasks) if tasks is not None else self.tasks
         shared = self.blocks["embed"](inputs)
         # Cross-stitch mixes every task's hidden states, so all BiLSTMs run even for one task.
-        hidden = torch.stack([self.blocks[self.paths[t][1]](shared).x for t in self.tasks])  # (T, B, L, D)
+        hidden = torch.stack(
+            [self.blocks[self.paths[t][1]](shared).x for t in self.tasks]
+        )  # (T, B, L, D)
         out = {}
         for t in tasks:
             mixed = torch.einsum("s,sbld->bld", self.stitch[self._index[t]], hidden)
@@ -62,13 +70,27 @@ class SoftSharedModel(MultiTaskModel):
 class SoftSharing:
     """Builds :class:`SoftSharedModel` (``coupling`` = ``cross_stitch`` or ``l2``)."""
 
-    def __init__(self, coupling: str = "cross_stitch", l2_weight: float = 1e-3, stitch_self: float = 0.9,
-                 name: str = "soft") -> None:
+    def __init__(
+        self,
+        coupling: str = "cross_stitch",
+        l2_weight: float = 1e-3,
+        stitch_self: float = 0.9,
+        name: str = "soft",
+    ) -> None:
         if coupling not in ("cross_stitch", "l2"):
-            raise ConfigError(f"`method.coupling` should be one of cross_stitch, l2. Found `method.coupling = {coupling}`.")
+            raise ConfigError(
+                f"`method.coupling` should be one of cross_stitch, l2. Found `method.coupling = {coupling}`."
+            )
         if not 0 <= stitch_self <= 1:
-            raise ConfigError(f"`method.stitch_self` should be in [0, 1]. Found `method.stitch_self = {stitch_self}`.")
-        self.name, self.coupling, self.l2_weight, self.stitch_self = name, coupling, l2_weight, stitch_self
+            raise ConfigError(
+                f"`method.stitch_self` should be in [0, 1]. Found `method.stitch_self = {stitch_self}`."
+            )
+        self.name, self.coupling, self.l2_weight, self.stitch_self = (
+            name,
+            coupling,
+            l2_weight,
+            stitch_self,
+        )
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel:
         if "bilstm" not in getattr(backbone, "block_names", ()):

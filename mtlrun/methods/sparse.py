@@ -43,12 +43,17 @@ def warm_up(ctx: SearchContext, epochs: int) -> MaskedModel:
     return model
 
 
-def save_masks(run_dir: Path, masks: MaskSet, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_masks(
+    run_dir: Path, masks: MaskSet, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``masks.pt`` (bool tensors per task and parameter), ``masks.json`` (statistics)
     and ``masks.png`` (density per parameter and task, pairwise IoU); return the statistics."""
     stats = {**mask_stats(masks), **(extra or {})}
     (run_dir / "masks.json").write_text(json.dumps(stats, indent=2) + "\n")
-    torch.save({t: {k: m.bool().cpu() for k, m in per.items()} for t, per in masks.items()}, run_dir / "masks.pt")
+    torch.save(
+        {t: {k: m.bool().cpu() for k, m in per.items()} for t, per in masks.items()},
+        run_dir / "masks.pt",
+    )
     try:
         _plot(run_dir / "masks.png", stats)
     except Exception as e:  # noqa: BLE001 - a plot must never lose the search result
@@ -69,8 +74,12 @@ def _plot(path: Path, stats: dict[str, Any]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     width = 0.8 / len(tasks)
     for i, t in enumerate(tasks):
-        axes[0].bar(np.arange(len(keys)) + i * width, [per_layer[t][k] for k in keys], width, label=t)
-    axes[0].set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=60, ha="right", fontsize=7)
+        axes[0].bar(
+            np.arange(len(keys)) + i * width, [per_layer[t][k] for k in keys], width, label=t
+        )
+    axes[0].set_xticks(
+        np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=60, ha="right", fontsize=7
+    )
     axes[0].set(ylabel="density (kept fraction)", title="mask density per parameter", ylim=(0, 1))
     axes[0].legend()
     iou = np.eye(len(tasks))

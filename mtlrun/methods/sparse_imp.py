@@ -36,15 +36,30 @@ class SparseIMP:
 
     update = "per_task"  # Sun et al.: one optimiser step per task batch, tasks in random order
 
-    def __init__(self, keep_ratio: float = 0.5, warmup_epochs: int = 0, per_layer: bool = False,
-                 rounds: int = 20, final_density: float = 0.1, prune_epochs: int = 2,
-                 stop_after_target: bool = True, candidates: int = 3, name: str = "sparse_imp") -> None:
+    def __init__(
+        self,
+        keep_ratio: float = 0.5,
+        warmup_epochs: int = 0,
+        per_layer: bool = False,
+        rounds: int = 20,
+        final_density: float = 0.1,
+        prune_epochs: int = 2,
+        stop_after_target: bool = True,
+        candidates: int = 3,
+        name: str = "sparse_imp",
+    ) -> None:
         check_ratio("method.keep_ratio", keep_ratio)
         check_ratio("method.final_density", final_density)
         if per_layer:
-            raise ConfigError("`method.per_layer=true` is not part of Sun et al.'s global pruning; "
-                              "use method=sparse_ste for per-layer masks.")
-        for key, value in (("rounds", rounds), ("prune_epochs", prune_epochs), ("candidates", candidates)):
+            raise ConfigError(
+                "`method.per_layer=true` is not part of Sun et al.'s global pruning; "
+                "use method=sparse_ste for per-layer masks."
+            )
+        for key, value in (
+            ("rounds", rounds),
+            ("prune_epochs", prune_epochs),
+            ("candidates", candidates),
+        ):
             if value < 1:
                 raise ConfigError(f"`method.{key}` should be >= 1. Found `method.{key} = {value}`.")
         self.name, self.keep_ratio, self.warmup_epochs = name, keep_ratio, warmup_epochs
@@ -76,11 +91,14 @@ class SparseIMP:
         log.info("sparse_imp: search %.1fs; density %s", search_s, stats["density"])
         return {"search_s": search_s, "masks": stats}
 
-    def prune_task(self, ctx: SearchContext, model: MaskedModel, task: Task,
-                   theta0: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[dict[str, float]]]:
+    def prune_task(
+        self, ctx: SearchContext, model: MaskedModel, task: Task, theta0: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], list[dict[str, float]]]:
         """IMP for one task: train, record, prune, rewind; pick the mask (see module doc)."""
         params = dict(model.blocks.named_parameters())
-        own = set(model.paths[task.name])  # shared supernet: every key; private copies: the task's own
+        own = set(
+            model.paths[task.name]
+        )  # shared supernet: every key; private copies: the task's own
         keys = [k for k in model.maskable if k.split(".", 1)[0] in own]
         mask = {k: torch.ones_like(params[k]) for k in keys}
         tried: list[tuple[int, float, dict[str, Tensor], float]] = []
@@ -89,7 +107,13 @@ class SparseIMP:
             model.set_masks({task.name: mask})
             score = ctx.fit(f"imp/{task.name}/round{r}", self.prune_epochs, tasks=[task])
             tried.append((r, self.density(r), mask, score))
-            log.info("sparse_imp %s round %d: density %.3f, valid %.4f", task.name, r, self.density(r), score)
+            log.info(
+                "sparse_imp %s round %d: density %.3f, valid %.4f",
+                task.name,
+                r,
+                self.density(r),
+                score,
+            )
             if r == self.rounds or (self.stop_after_target and self._passed_target(r)):
                 break
             trained = {k: params[k].detach() for k in keys}
@@ -97,7 +121,10 @@ class SparseIMP:
         nearest = sorted(tried, key=lambda c: abs(c[1] - self.keep_ratio))[: self.candidates]
         chosen = max(nearest, key=lambda c: c[3])
         log.info("sparse_imp %s: keeping round %d (density %.3f)", task.name, chosen[0], chosen[1])
-        history = [{"round": r, "density": d, "valid_score": s, "chosen": r == chosen[0]} for r, d, _, s in tried]
+        history = [
+            {"round": r, "density": d, "valid_score": s, "chosen": r == chosen[0]}
+            for r, d, _, s in tried
+        ]
         return chosen[2], history
 
     def _passed_target(self, r: int) -> bool:

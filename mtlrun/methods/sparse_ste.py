@@ -37,13 +37,20 @@ class BernoulliMasks(nn.Module):
     Bernoulli tensor per task rather than one per weight tensor: fewer kernel launches.
     """
 
-    def __init__(self, shapes: Mapping[str, Mapping[str, torch.Size]], init: str = "uniform", value: float = 0.5) -> None:
+    def __init__(
+        self,
+        shapes: Mapping[str, Mapping[str, torch.Size]],
+        init: str = "uniform",
+        value: float = 0.5,
+    ) -> None:
         super().__init__()
         self.shapes = {t: dict(per) for t, per in shapes.items()}
         self.pi = nn.ParameterDict()
         for t, per in shapes.items():
             n = sum(torch.Size(s).numel() for s in per.values())
-            self.pi[self._name(t)] = nn.Parameter(torch.rand(n) if init == "uniform" else torch.full((n,), value))
+            self.pi[self._name(t)] = nn.Parameter(
+                torch.rand(n) if init == "uniform" else torch.full((n,), value)
+            )
 
     @staticmethod
     def _name(task: str) -> str:
@@ -52,7 +59,10 @@ class BernoulliMasks(nn.Module):
     def views(self, task: str, flat: Tensor) -> dict[str, Tensor]:
         """Split a flat per-task vector into the task's parameter shapes."""
         sizes = [torch.Size(s).numel() for s in self.shapes[task].values()]
-        return {k: part.view(s) for (k, s), part in zip(self.shapes[task].items(), flat.split(sizes), strict=True)}
+        return {
+            k: part.view(s)
+            for (k, s), part in zip(self.shapes[task].items(), flat.split(sizes), strict=True)
+        }
 
     def flat(self, task: str) -> nn.Parameter:
         """π_τ as one vector (all maskable entries of the task, in key order)."""
@@ -65,7 +75,9 @@ class BernoulliMasks(nn.Module):
         """M + (π − stopgrad(π)): the value of a Bernoulli(π) draw, the gradient of π."""
         pi = self.flat(task)
         m = torch.bernoulli(pi.detach())
-        return self.views(task, m + (pi - pi.detach()))  # exactly m in value (float rounding of (m+π)−π is not)
+        return self.views(
+            task, m + (pi - pi.detach())
+        )  # exactly m in value (float rounding of (m+π)−π is not)
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -76,21 +88,45 @@ class BernoulliMasks(nn.Module):
 class SparseSTE:
     """Sparse sharing by straight-through-estimated masks (``method=sparse_ste``)."""
 
-    def __init__(self, keep_ratio: float = 0.5, warmup_epochs: int = 0, per_layer: bool = False,
-                 search_epochs: int = 10, pi_lr: float = 3e-3, pi_weight_decay: float = 1e-5,
-                 pi_init: str = "uniform", pi_init_value: float = 0.5, finetune_epochs: int = 0,
-                 name: str = "sparse_ste") -> None:
+    def __init__(
+        self,
+        keep_ratio: float = 0.5,
+        warmup_epochs: int = 0,
+        per_layer: bool = False,
+        search_epochs: int = 10,
+        pi_lr: float = 3e-3,
+        pi_weight_decay: float = 1e-5,
+        pi_init: str = "uniform",
+        pi_init_value: float = 0.5,
+        finetune_epochs: int = 0,
+        name: str = "sparse_ste",
+    ) -> None:
         check_ratio("method.keep_ratio", keep_ratio)
         if pi_init not in ("uniform", "constant"):
-            raise ConfigError(f"`method.pi_init` should be one of uniform, constant. Found `method.pi_init = {pi_init}`.")
+            raise ConfigError(
+                f"`method.pi_init` should be one of uniform, constant. Found `method.pi_init = {pi_init}`."
+            )
         if search_epochs < 1:
-            raise ConfigError(f"`method.search_epochs` should be >= 1. Found `method.search_epochs = {search_epochs}`.")
-        self.name, self.keep_ratio, self.warmup_epochs, self.per_layer = name, keep_ratio, warmup_epochs, per_layer
+            raise ConfigError(
+                f"`method.search_epochs` should be >= 1. Found `method.search_epochs = {search_epochs}`."
+            )
+        self.name, self.keep_ratio, self.warmup_epochs, self.per_layer = (
+            name,
+            keep_ratio,
+            warmup_epochs,
+            per_layer,
+        )
         self.search_epochs, self.pi_lr, self.pi_weight_decay = search_epochs, pi_lr, pi_weight_decay
-        self.pi_init, self.pi_init_value, self.finetune_epochs = pi_init, pi_init_value, finetune_epochs
+        self.pi_init, self.pi_init_value, self.finetune_epochs = (
+            pi_init,
+            pi_init_value,
+            finetune_epochs,
+        )
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MaskedModel:
-        return masked_supernet(backbone, tasks, weights_only=False)  # masks cover all encoder parameters
+        return masked_supernet(
+            backbone, tasks, weights_only=False
+        )  # masks cover all encoder parameters
 
     def main_epochs(self, trainer_epochs: int) -> int:
         """Epochs of the main phase: fine-tuning with the fixed masks."""
@@ -104,16 +140,29 @@ class SparseSTE:
         shapes = {t.name: {k: p.shape for k, p in _maskable(model).items()} for t in ctx.tasks}
         sampler = BernoulliMasks(shapes, self.pi_init, self.pi_init_value).to(ctx.device)
         model.set_source(sampler.sample, lambda t: self.discretise(sampler, t), sampler)
-        pi_optimizer = torch.optim.Adam(sampler.parameters(), lr=self.pi_lr, weight_decay=self.pi_weight_decay)
+        pi_optimizer = torch.optim.Adam(
+            sampler.parameters(), lr=self.pi_lr, weight_decay=self.pi_weight_decay
+        )
         start = time.perf_counter()
-        ctx.fit("search", self.search_epochs, extra_optimizers=[pi_optimizer], after_step=sampler.clamp_)
+        ctx.fit(
+            "search", self.search_epochs, extra_optimizers=[pi_optimizer], after_step=sampler.clamp_
+        )
         search_s = time.perf_counter() - start
         masks = {t.name: self.discretise(sampler, t.name) for t in ctx.tasks}
         model.set_masks(masks)
         before = {"valid": ctx.evaluate("valid"), "test": ctx.evaluate("test")}
         stats = save_masks(ctx.run_dir, masks)
-        log.info("sparse_ste: search %.1fs; density %s; overlap %.3f", search_s, stats["density"], stats["overlap_ratio"])
-        return {"search_s": search_s, "masks": stats, "before_finetune": before if self.finetune_epochs else None}
+        log.info(
+            "sparse_ste: search %.1fs; density %s; overlap %.3f",
+            search_s,
+            stats["density"],
+            stats["overlap_ratio"],
+        )
+        return {
+            "search_s": search_s,
+            "masks": stats,
+            "before_finetune": before if self.finetune_epochs else None,
+        }
 
 
 def _maskable(model: MaskedModel) -> dict[str, Tensor]:

@@ -30,8 +30,12 @@ class MaskedModel(MultiTaskModel):
     straight-through search, drawn afresh for every forward call in training mode).
     """
 
-    def __init__(self, blocks: Mapping[str, nn.Module], paths: Mapping[str, Sequence[str]],
-                 maskable: Iterable[str]) -> None:
+    def __init__(
+        self,
+        blocks: Mapping[str, nn.Module],
+        paths: Mapping[str, Sequence[str]],
+        maskable: Iterable[str],
+    ) -> None:
         super().__init__(blocks, paths)
         self.maskable = list(maskable)
         self.mode = "dense"
@@ -51,22 +55,34 @@ class MaskedModel(MultiTaskModel):
         """Store fixed {0,1} masks (as buffers, so they move and save with the model)."""
         for task, per_key in masks.items():
             for key, m in per_key.items():
-                self.register_buffer(_buffer_name(task, key), m.detach().float().clone(), persistent=True)
+                self.register_buffer(
+                    _buffer_name(task, key), m.detach().float().clone(), persistent=True
+                )
         self.mode = "fixed"
 
     def fixed_masks(self) -> MaskSet:
         out: MaskSet = {}
         for task in self.paths:
-            found = {k: getattr(self, _buffer_name(task, k)) for k in self.maskable
-                     if hasattr(self, _buffer_name(task, k))}
+            found = {
+                k: getattr(self, _buffer_name(task, k))
+                for k in self.maskable
+                if hasattr(self, _buffer_name(task, k))
+            }
             if found:
                 out[task] = found
         return out
 
-    def set_source(self, source: MaskSource, eval_source: MaskSource, sampler: nn.Module | None = None) -> None:
+    def set_source(
+        self, source: MaskSource, eval_source: MaskSource, sampler: nn.Module | None = None
+    ) -> None:
         """Search mode: training forwards draw masks from ``source``, evaluation uses
         ``eval_source`` (e.g. the discretised masks); ``sampler`` owns the search parameters."""
-        self.source, self.eval_source, self.sampler, self.mode = source, eval_source, sampler, "source"
+        self.source, self.eval_source, self.sampler, self.mode = (
+            source,
+            eval_source,
+            sampler,
+            "source",
+        )
 
     def train(self, mode: bool = True) -> MaskedModel:
         self._eval_cache = {}  # the search parameters may change while training
@@ -111,7 +127,9 @@ class MaskedModel(MultiTaskModel):
         if mask is None or name not in self._by_block:
             return block(x)
         params = dict(block.named_parameters())
-        masked = {pname: params[pname] * mask[key] for key, pname in self._by_block[name] if key in mask}
+        masked = {
+            pname: params[pname] * mask[key] for key, pname in self._by_block[name] if key in mask
+        }
         return functional_call(block, masked, (x,), strict=False)
 
     # ------------------------------------------------------------------ accounting
@@ -131,7 +149,9 @@ class MaskedModel(MultiTaskModel):
                 for pname, p in counted_parameters(self.blocks[b]):
                     key = f"{b}.{pname}"
                     m = masks.get(task, {}).get(key)
-                    active[task][key] = (m > 0) if m is not None else torch.ones_like(p, dtype=torch.bool)
+                    active[task][key] = (
+                        (m > 0) if m is not None else torch.ones_like(p, dtype=torch.bool)
+                    )
         per_task = {t: int(sum(int(v.sum()) for v in a.values())) for t, a in active.items()}
         keys = {k for a in active.values() for k in a}
         used = 0

@@ -35,7 +35,9 @@ def maskable_parameters(
     return out
 
 
-def topk_mask(scores: Mapping[str, Tensor], keep_ratio: float, per_layer: bool = False) -> dict[str, Tensor]:
+def topk_mask(
+    scores: Mapping[str, Tensor], keep_ratio: float, per_layer: bool = False
+) -> dict[str, Tensor]:
     """Keep exactly ``round(keep_ratio · n)`` entries with the highest scores.
 
     Global top-k over all tensors by default (seed 000: "the order of probability"); with
@@ -45,7 +47,10 @@ def topk_mask(scores: Mapping[str, Tensor], keep_ratio: float, per_layer: bool =
     if not 0 < keep_ratio <= 1:
         raise ValueError(f"keep_ratio should be in (0, 1]; found {keep_ratio}")
     if per_layer:
-        return {k: _topk_flat(s.detach().flatten(), round(keep_ratio * s.numel())).view_as(s) for k, s in scores.items()}
+        return {
+            k: _topk_flat(s.detach().flatten(), round(keep_ratio * s.numel())).view_as(s)
+            for k, s in scores.items()
+        }
     flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
     keep = _topk_flat(flat, round(keep_ratio * flat.numel()))
     out, start = {}, 0
@@ -62,13 +67,19 @@ def _topk_flat(values: Tensor, k: int) -> Tensor:
     return mask
 
 
-def magnitude_prune(weights: Mapping[str, Tensor], mask: Mapping[str, Tensor], density: float) -> dict[str, Tensor]:
+def magnitude_prune(
+    weights: Mapping[str, Tensor], mask: Mapping[str, Tensor], density: float
+) -> dict[str, Tensor]:
     """One IMP round: keep the ``density`` fraction (of all entries) with the largest |θ| among
     those still kept; pruned entries never come back (Sun et al. 2020, global pruning)."""
     total = sum(m.numel() for m in mask.values())
     k = round(density * total)
-    scores = {key: torch.where(mask[key] > 0, weights[key].detach().abs().float(), torch.full_like(mask[key], -1.0))
-              for key in mask}
+    scores = {
+        key: torch.where(
+            mask[key] > 0, weights[key].detach().abs().float(), torch.full_like(mask[key], -1.0)
+        )
+        for key in mask
+    }
     flat = torch.cat([s.flatten() for s in scores.values()])
     keep = _topk_flat(flat, min(k, int(sum(int(m.sum()) for m in mask.values()))))
     out, start = {}, 0
@@ -94,8 +105,14 @@ def mask_stats(masks: MaskSet) -> dict[str, object]:
     keys = list(shapes)
 
     def flat(t: str) -> Tensor:
-        return torch.cat([(masks[t][k] > 0).flatten() if k in masks[t] else
-                          torch.zeros(shapes[k].numel(), dtype=torch.bool) for k in keys])
+        return torch.cat(
+            [
+                (masks[t][k] > 0).flatten()
+                if k in masks[t]
+                else torch.zeros(shapes[k].numel(), dtype=torch.bool)
+                for k in keys
+            ]
+        )
 
     flats = {t: flat(t).cpu() for t in tasks}
     kept = {t: int(flats[t].sum()) for t in tasks}

@@ -125,5 +125,7 @@ def deviation_notes(records: Iterable[Record]) -> list[str]:
     notes = []
     for text, names in runs.items():
         verb = "deviates" if len(names) == 1 else "deviate"
-        notes.append(f"{DEVIATION_MARK} {', '.join(names)} {verb} from the paper's protocol: {text}")
+        notes.append(
+            f"{DEVIATION_MARK} {', '.join(names)} {verb} from the paper's protocol: {text}"
+        )
     return notes

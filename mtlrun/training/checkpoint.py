@@ -14,7 +14,11 @@ from mtlrun.errors import ConfigError
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -44,8 +48,17 @@ def load(path: Path) -> dict[str, Any]:
 
 
 # Keys that may differ between an interrupted run and its resumption.
-RESUME_FREE = ("trainer.resume", "trainer.resume_dir", "trainer.max_epochs", "trainer.progress",
-               "trainer.device", "trainer.patience", "trainer.max_minutes", "trainer.plots", "trainer.save_predictions")
+RESUME_FREE = (
+    "trainer.resume",
+    "trainer.resume_dir",
+    "trainer.max_epochs",
+    "trainer.progress",
+    "trainer.device",
+    "trainer.patience",
+    "trainer.max_minutes",
+    "trainer.plots",
+    "trainer.save_predictions",
+)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -66,7 +79,9 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 def find_resumable(search_root: Path, config: dict[str, Any], exclude: Path) -> Path | None:
     """The newest ``checkpoints/last.pt`` under ``search_root`` saved with the same config."""
-    candidates = sorted(search_root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = sorted(
+        search_root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     for path in candidates:
         if exclude in path.parents:
             continue

@@ -20,9 +20,17 @@ from mtlrun.training.outputs import write_history
 class RunContext:
     """Trains phases of one run into one history.csv (a ``phase`` column tells them apart)."""
 
-    def __init__(self, model: MultiTaskModel, data: MultiTaskData, tasks: Sequence[Task], balancer: Balancer,
-                 settings: TrainSettings, device: torch.device, run_dir: Path,
-                 make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]) -> None:
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        data: MultiTaskData,
+        tasks: Sequence[Task],
+        balancer: Balancer,
+        settings: TrainSettings,
+        device: torch.device,
+        run_dir: Path,
+        make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    ) -> None:
         self.model, self.data, self.tasks, self.balancer = model, data, list(tasks), balancer
         self.settings, self.device, self.run_dir = settings, device, run_dir
         self.make_optimizer = make_optimizer
@@ -31,15 +39,34 @@ class RunContext:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         write_history(self.run_dir / "history.csv", self.history + rows)
 
-    def fit(self, name: str, epochs: int, tasks: Sequence[Task] | None = None,
-            extra_optimizers: Sequence[torch.optim.Optimizer] = (), after_step: Callable[[], None] | None = None,
-            update: str = "joint") -> float:
-        settings = dataclasses.replace(self.settings, max_epochs=epochs, update=update, max_minutes=None)
+    def fit(
+        self,
+        name: str,
+        epochs: int,
+        tasks: Sequence[Task] | None = None,
+        extra_optimizers: Sequence[torch.optim.Optimizer] = (),
+        after_step: Callable[[], None] | None = None,
+        update: str = "joint",
+    ) -> float:
+        settings = dataclasses.replace(
+            self.settings, max_epochs=epochs, update=update, max_minutes=None
+        )
         optimizer = self.make_optimizer(self.model.weight_parameters())
-        phase = Phase(name=name, tasks=tasks, extra_optimizers=extra_optimizers, after_step=after_step)
-        state = fit(self.model, self.data, self.tasks, self.balancer, optimizer, settings, self.device,
-                    self.run_dir / "checkpoints" / "search", phase=phase,
-                    on_epoch=lambda s: self._write(s.history))
+        phase = Phase(
+            name=name, tasks=tasks, extra_optimizers=extra_optimizers, after_step=after_step
+        )
+        state = fit(
+            self.model,
+            self.data,
+            self.tasks,
+            self.balancer,
+            optimizer,
+            settings,
+            self.device,
+            self.run_dir / "checkpoints" / "search",
+            phase=phase,
+            on_epoch=lambda s: self._write(s.history),
+        )
         self.finish_phase(state)
         return state.best_score
 
@@ -51,4 +78,6 @@ class RunContext:
         self._write([])
 
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
-        return evaluate(self.model, self.data, split, self.tasks, self.settings.eval_batch_size, self.device).metrics
+        return evaluate(
+            self.model, self.data, split, self.tasks, self.settings.eval_batch_size, self.device
+        ).metrics

@@ -18,7 +18,9 @@ from mtlrun.training.metrics import score
 
 def task_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy over the labelled positions. logits (..., C), targets (...)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
 @dataclass
@@ -33,7 +35,12 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: MultiTaskModel, data: MultiTaskData, split: str, tasks: Sequence[Task], batch_size: int, device: torch.device
+    model: MultiTaskModel,
+    data: MultiTaskData,
+    split: str,
+    tasks: Sequence[Task],
+    batch_size: int,
+    device: torch.device,
 ) -> Evaluation:
     """Run the model over a split in eval mode; gold tags come from the data (unseen tags too)."""
     model.eval()
@@ -51,8 +58,12 @@ def evaluate(
             y = targets[name].to(device)
             n = int((y != IGNORE_INDEX).sum())
             loss_sum[name] += float(
-                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="sum")
+                F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]),
+                    y.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
             )
             loss_n[name] += n
             labels = by_name[name].labels

@@ -40,7 +40,9 @@ class TrainSettings:
     max_minutes: float | None = None
     steps_per_epoch: int | None = None
     progress: bool = True
-    update: str = "joint"  # joint: one update from all tasks; per_task: one update per task, random order
+    update: str = (
+        "joint"  # joint: one update from all tasks; per_task: one update per task, random order
+    )
 
 
 @dataclass
@@ -113,8 +115,11 @@ def train_epoch(
     n_updates = 0
     bar = tqdm(
         data.train_steps(settings.batch_size, epoch, settings.seed, settings.steps_per_epoch),
-        total=n_steps, desc=f"{phase.name} epoch {epoch + 1}/{settings.max_epochs}", leave=False,
-        disable=not _show_progress(settings.progress), dynamic_ncols=True,
+        total=n_steps,
+        desc=f"{phase.name} epoch {epoch + 1}/{settings.max_epochs}",
+        leave=False,
+        disable=not _show_progress(settings.progress),
+        dynamic_ncols=True,
     )
     params = [p for p in model.weight_parameters() if p.requires_grad]
     order_rng = random.Random(settings.seed * 7919 + epoch)
@@ -180,7 +185,11 @@ def fit(
         for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
             g["lr"] = lr / (1.0 + settings.lr_decay * epoch)
         start = time.perf_counter()
-        row: dict[str, Any] = {"phase": phase.name, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        row: dict[str, Any] = {
+            "phase": phase.name,
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -205,7 +214,11 @@ def fit(
             log.info("no better validation score for %d epochs: stopping early", settings.patience)
             break
         if settings.max_minutes and time.perf_counter() - started > 60 * settings.max_minutes:
-            log.info("time budget of %.1f min spent after epoch %d: stopping", settings.max_minutes, state.epoch)
+            log.info(
+                "time budget of %.1f min spent after epoch %d: stopping",
+                settings.max_minutes,
+                state.epoch,
+            )
             break
     return state
 
@@ -219,8 +232,10 @@ def _flat(split: str, ev: Evaluation) -> dict[str, float]:
 
 def _summary(row: dict[str, Any], tasks: Sequence[Task], improved: bool) -> str:
     scores = " ".join(f"{t.name} {t.metric} {row[f'valid/{t.name}/{t.metric}']:.4f}" for t in tasks)
-    return (f"epoch {row['epoch']}: valid {scores} | mean {row['valid/score']:.4f}"
-            f"{' *' if improved else ''} | {row['time/epoch_s']:.1f}s")
+    return (
+        f"epoch {row['epoch']}: valid {scores} | mean {row['valid/score']:.4f}"
+        f"{' *' if improved else ''} | {row['time/epoch_s']:.1f}s"
+    )
 
 
 def _save(
@@ -245,12 +260,18 @@ def _save(
     }
     checkpoint.save(directory / "last.pt", payload)
     if improved and state.best_model is not None:
-        checkpoint.save(directory / "best.pt", {"model": state.best_model, "epoch": state.best_epoch,
-                                                  "score": state.best_score})
+        checkpoint.save(
+            directory / "best.pt",
+            {"model": state.best_model, "epoch": state.best_epoch, "score": state.best_score},
+        )
 
 
 def restore(
-    path: Path, model: MultiTaskModel, optimizer: torch.optim.Optimizer, balancer: Balancer, strict: bool = True
+    path: Path,
+    model: MultiTaskModel,
+    optimizer: torch.optim.Optimizer,
+    balancer: Balancer,
+    strict: bool = True,
 ) -> tuple[FitState, dict[str, Any]]:
     """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
     payload = checkpoint.load(path)

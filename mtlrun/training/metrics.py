@@ -37,7 +37,9 @@ def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
     }
 
 
-def score(task: Task, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+def score(
+    task: Task, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> dict[str, float]:
     """The task's metrics; the key ``task.metric`` is its primary score."""
     if task.metric == "f1":
         return {**span_scores(gold, pred), "accuracy": accuracy(gold, pred)}

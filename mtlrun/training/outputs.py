@@ -46,7 +46,10 @@ def _fmt(v: Any) -> Any:
 
 
 def write_predictions(
-    path: Path, words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+    path: Path,
+    words: Sequence[Sequence[str]],
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
 ) -> None:
     """``word gold pred`` per token, a blank line between sentences (conlleval's input format)."""
     with path.open("w") as f:
@@ -56,7 +59,9 @@ def write_predictions(
             f.write("\n")
 
 
-def plot_curves(path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str], metric: dict[str, str]) -> None:
+def plot_curves(
+    path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str], metric: dict[str, str]
+) -> None:
     """Training curves: train/valid loss per task and the primary valid metric, by epoch."""
     import matplotlib
 
@@ -69,8 +74,12 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]
         for kind, style in (("train", "-"), ("valid", "--")):
             ys = [r.get(f"{kind}/loss/{t}", math.nan) for r in rows]
             axes[0].plot(epochs, ys, style, label=f"{t} {kind}")
-        axes[1].plot(epochs, [r.get(f"valid/{t}/{metric[t]}", math.nan) for r in rows], marker="o",
-                     label=f"{t} ({metric[t]})")
+        axes[1].plot(
+            epochs,
+            [r.get(f"valid/{t}/{metric[t]}", math.nan) for r in rows],
+            marker="o",
+            label=f"{t} ({metric[t]})",
+        )
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
     axes[1].set(xlabel="epoch", ylabel="score", title="validation")
     for ax in axes:

@@ -19,9 +19,15 @@ QUICK_CLI = [*TINY_TEXT, *TOY_SMALL, "trainer.max_epochs=2"]
 
 
 def mtlrun(args: list[str], cwd: Path, env: dict[str, str] | None = None, module: bool = False):
-    cmd = [sys.executable, "-m", "mtlrun"] if module else [str(Path(sys.executable).parent / "mtlrun")]
+    cmd = (
+        [sys.executable, "-m", "mtlrun"]
+        if module
+        else [str(Path(sys.executable).parent / "mtlrun")]
+    )
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(cmd + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        cmd + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
+    )
 
 
 def only_run_dir(root: Path) -> Path:
@@ -33,7 +39,15 @@ def only_run_dir(root: Path) -> Path:
 def test_help_lists_groups(tmp_path: Path) -> None:
     out = mtlrun(["--help"], tmp_path)
     assert out.returncode == 0
-    for group in ("data:", "backbone:", "method:", "balancer:", "optim:", "trainer:", "experiment:"):
+    for group in (
+        "data:",
+        "backbone:",
+        "method:",
+        "balancer:",
+        "optim:",
+        "trainer:",
+        "experiment:",
+    ):
         assert group in out.stdout
     assert "mtlrun: multi-task learning experiments" in out.stdout
 
@@ -108,4 +122,6 @@ def test_missing_kmnist_training_images(tmp_path: Path, fake_data_root: Path) ->
     out = mtlrun(["data=mnist3", "trainer.max_epochs=1"], tmp_path, env=env)
     assert out.returncode == 2
     assert "KMNIST/raw/train-images-idx3-ubyte" in out.stderr
-    assert "data.tasks=[mnist,fashion]" in out.stderr and "data.missing_train=split_test" in out.stderr
+    assert (
+        "data.tasks=[mnist,fashion]" in out.stderr and "data.missing_train=split_test" in out.stderr
+    )

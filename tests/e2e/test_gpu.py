@@ -15,8 +15,15 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_toy_trains_on_cuda(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg([*TINY_TEXT, *TOY_SMALL, "trainer.device=cuda", "trainer.max_epochs=2",
-                       "trainer.progress=false"])
+    cfg = compose_cfg(
+        [
+            *TINY_TEXT,
+            *TOY_SMALL,
+            "trainer.device=cuda",
+            "trainer.max_epochs=2",
+            "trainer.progress=false",
+        ]
+    )
     metrics = run(cfg, tmp_path)
     assert metrics["run"]["device"].startswith("cuda")
     assert set(metrics["test"]) == {"pos", "chunk", "ner"}

@@ -35,8 +35,14 @@ def test_resume_reaches_the_uninterrupted_result(compose_cfg, tmp_path: Path) ->
     # "Interrupted" after epoch 2: its checkpoints/last.pt holds epoch 2.
     run(compose_cfg([*BASE, "trainer.max_epochs=2"]), tmp_path / "outputs" / "first")
     resumed = run(
-        compose_cfg([*BASE, "trainer.max_epochs=3", "trainer.resume=true",
-                     f"trainer.resume_dir={tmp_path / 'outputs' / 'first'}"]),
+        compose_cfg(
+            [
+                *BASE,
+                "trainer.max_epochs=3",
+                "trainer.resume=true",
+                f"trainer.resume_dir={tmp_path / 'outputs' / 'first'}",
+            ]
+        ),
         tmp_path / "outputs" / "second",
     )
     assert resumed["run"]["resumed_from"].endswith("first/checkpoints/last.pt")
@@ -47,25 +53,45 @@ def test_resume_reaches_the_uninterrupted_result(compose_cfg, tmp_path: Path) ->
 
 def test_resume_finds_the_newest_matching_run(compose_cfg, tmp_path: Path) -> None:
     run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "one")
-    resumed = run(compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.resume=true"]),
-                  tmp_path / "outputs" / "two")
+    resumed = run(
+        compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.resume=true"]),
+        tmp_path / "outputs" / "two",
+    )
     assert resumed["epochs"]["trained"] == 2
     assert "one/checkpoints/last.pt" in resumed["run"]["resumed_from"]
 
 
 def test_resume_refuses_a_different_configuration(compose_cfg, tmp_path: Path) -> None:
     run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "one")
-    cfg = compose_cfg([*BASE, "trainer.max_epochs=2", "optim.lr=0.1", "trainer.resume=true",
-                       f"trainer.resume_dir={tmp_path / 'outputs' / 'one'}"])
+    cfg = compose_cfg(
+        [
+            *BASE,
+            "trainer.max_epochs=2",
+            "optim.lr=0.1",
+            "trainer.resume=true",
+            f"trainer.resume_dir={tmp_path / 'outputs' / 'one'}",
+        ]
+    )
     with pytest.raises(ConfigError, match=r"different values of \['optim.lr'\]"):
         run(cfg, tmp_path / "outputs" / "two")
 
 
 def test_toy_hard_sharing_learns(compose_cfg, tmp_path: Path) -> None:
-    small = ["backbone.word_dim=32", "backbone.char_dim=8", "backbone.char_filters=8",
-             "backbone.hidden=32", "backbone.dropout=0.1", "data.n_train=300", "data.n_valid=50",
-             "data.n_test=50", "trainer.max_epochs=6", "optim.lr=0.3", "trainer.progress=false",
-             "trainer.plots=false", "trainer.batch_size=8"]
+    small = [
+        "backbone.word_dim=32",
+        "backbone.char_dim=8",
+        "backbone.char_filters=8",
+        "backbone.hidden=32",
+        "backbone.dropout=0.1",
+        "data.n_train=300",
+        "data.n_valid=50",
+        "data.n_test=50",
+        "trainer.max_epochs=6",
+        "optim.lr=0.3",
+        "trainer.progress=false",
+        "trainer.plots=false",
+        "trainer.batch_size=8",
+    ]
     metrics = run(compose_cfg(small), tmp_path)
     # Chance POS accuracy on toy is about 1/12; a trained tagger is far above it.
     assert metrics["test"]["pos"]["accuracy"] > 0.5

@@ -56,13 +56,23 @@ def test_option_composes_and_validates(compose_cfg, group: str, option: str) -> 
     validate(cfg)
 
 
-RUN_CASES = [(g, o) for g in ("data", "backbone", "method", "balancer", "optim") for o in _options(g)]
+RUN_CASES = [
+    (g, o) for g in ("data", "backbone", "method", "balancer", "optim") for o in _options(g)
+]
 
 
 @pytest.mark.parametrize(("group", "option"), RUN_CASES, ids=[f"{g}={o}" for g, o in RUN_CASES])
 def test_option_runs_on_tiny_data(compose_cfg, tmp_path: Path, group: str, option: str) -> None:
-    cfg = compose_cfg([f"{group}={option}", *_fitting(group, option), *QUICK,
-                       "trainer.max_epochs=1", "trainer.plots=false", "data.limit_train=16"])
+    cfg = compose_cfg(
+        [
+            f"{group}={option}",
+            *_fitting(group, option),
+            *QUICK,
+            "trainer.max_epochs=1",
+            "trainer.plots=false",
+            "data.limit_train=16",
+        ]
+    )
     metrics = run(cfg, tmp_path)
     assert (tmp_path / "metrics.json").is_file()
     if "test" not in metrics:  # an experiment that trains no multi-task network (ste_fit)

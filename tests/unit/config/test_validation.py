@@ -43,7 +43,10 @@ def test_bad_values_are_reported_together(compose_cfg) -> None:
         validate(cfg)
     text = str(info.value)
     assert "`trainer.max_epochs` should be an integer >= 1. Found `trainer.max_epochs = 0`." in text
-    assert "`trainer.device` should be one of auto, cpu, cuda, cuda:N. Found `trainer.device = gpu`." in text
+    assert (
+        "`trainer.device` should be one of auto, cpu, cuda, cuda:N. Found `trainer.device = gpu`."
+        in text
+    )
     assert "`data.tasks` should be a non-empty subset of ['pos', 'chunk', 'ner']" in text
 
 
@@ -51,12 +54,21 @@ def test_bad_values_are_reported_together(compose_cfg) -> None:
     ("overrides", "fragment"),
     [
         (["data=conll", "backbone=lenet_bn"], "Allowed backbones for data=conll: ['cnn_bilstm']"),
-        (["data=mnist3", "backbone=cnn_bilstm"], "Allowed backbones for data=mnist3: ['lenet_bn', 'resnet']"),
+        (
+            ["data=mnist3", "backbone=cnn_bilstm"],
+            "Allowed backbones for data=mnist3: ['lenet_bn', 'resnet']",
+        ),
         (["optim.nesterov=true"], "`optim.nesterov=true` needs `optim.momentum` > 0"),
-        (["data=mnist3", "data.missing_train=skip"], "`data.missing_train` should be one of error, split_test"),
+        (
+            ["data=mnist3", "data.missing_train=skip"],
+            "`data.missing_train` should be one of error, split_test",
+        ),
         (["balancer.weights={foo: 2.0}"], "`balancer.weights` has keys ['foo']"),
         (["optim.lr=-1"], "`optim.lr` should be > 0. Found `optim.lr = -1.0`."),
-        (["data=mnist3", "method=soft"], "`method=soft` couples BiLSTM layers: it needs backbone=cnn_bilstm"),
+        (
+            ["data=mnist3", "method=soft"],
+            "`method=soft` couples BiLSTM layers: it needs backbone=cnn_bilstm",
+        ),
     ],
 )
 def test_golden_error_texts(compose_cfg, overrides: list[str], fragment: str) -> None:

@@ -34,7 +34,10 @@ SHAPES = {
 def test_pi_init_uniform_and_constant() -> None:
     torch.manual_seed(0)
     uniform = BernoulliMasks(SHAPES)
-    assert {t: list(per) for t, per in uniform.shapes.items()} == {"a": ["x.w", "x.b"], "b": ["x.w"]}
+    assert {t: list(per) for t, per in uniform.shapes.items()} == {
+        "a": ["x.w", "x.b"],
+        "b": ["x.w"],
+    }
     for t, per in SHAPES.items():
         for k, shape in uniform.probabilities(t).items():
             assert shape.shape == per[k]
@@ -165,7 +168,11 @@ def test_source_mode_ste_gradient_through_the_model_equals_mask_gradient() -> No
     out = model(inputs)
     loss = sum(out[t].pow(2).mean() for t in model.tasks)
     flat_grads = torch.autograd.grad(loss, [sampler.flat(t) for t in model.tasks])
-    grad_pi = [g for t, fg in zip(model.tasks, flat_grads, strict=True) for g in sampler.views(t, fg).values()]
+    grad_pi = [
+        g
+        for t, fg in zip(model.tasks, flat_grads, strict=True)
+        for g in sampler.views(t, fg).values()
+    ]
 
     torch.manual_seed(7)  # same draws, in the model's order (one flat Bernoulli per task)
     leaves = {}
