@@ -207,6 +207,16 @@ class EqualConf(BalancerConf):
     weights: Any = None
 
 
+@dataclass
+class MGDAConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.mgda.MGDA"
+    name: str = "mgda"
+    solver: str = "projection"  # exact (two tasks) | frank_wolfe | projection
+    normalize: str = "none"  # none | l2 | loss | loss+
+    max_iter: int = 250
+    kkt_tol: float = 1e-3  # Pareto-stationary when ||Σ α g|| <= kkt_tol · max ||g_t||
+
+
 # -------------------------------------------------------------------------- optim
 
 
@@ -282,7 +292,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "single_subnet": SingleSubnetConf,
         "ste_fit": STEFitConf,
     },
-    "balancer": {"equal": EqualConf},
+    "balancer": {"equal": EqualConf, "mgda": MGDAConf},
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},
 }
