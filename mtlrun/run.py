@@ -142,7 +142,7 @@ def _provenance(
             "data": cfg.data.name,
             "method": cfg.method.name,
             "backbone": cfg.backbone._target_.rsplit(".", 1)[-1],
-            "balancer": cfg.balancer._target_.rsplit(".", 1)[-1],
+            "balancer": cfg.balancer.get("name") or cfg.balancer._target_.rsplit(".", 1)[-1],
             "method_args": {
                 k: v for k, v in config["method"].items() if k not in ("_target_", "name")
             },
@@ -293,6 +293,7 @@ def run(
             "eval_s": round(time.perf_counter() - start, 3),
         },
         "epochs": {"trained": state.epoch, "best": state.best_epoch},
+        **({"balancer": balancer.summary()} if hasattr(balancer, "summary") else {}),
         "loss": {"test": test.loss, "valid": valid.loss},
         **(
             {"masks": _public_mask_stats(search["masks"])} if search and search.get("masks") else {}

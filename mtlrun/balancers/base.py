@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from torch import Tensor
 
+from mtlrun.balancers.blocks import StationarityMonitor
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -21,3 +23,30 @@ class Balancer(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+class BlockBalancer:
+    """What every balancer shares: its tasks, the KKT monitor and the per-epoch hook.
+
+    Subclasses implement ``backward``. ``uses_taps``: the trainer records block outputs during
+    the forward pass (representation-gradient balancers). ``epoch_end`` returns the epoch's
+    entries for history.csv (the KKT share); ``summary`` the ``balancer`` entry of metrics.json.
+    """
+
+    uses_taps = False
+
+    def __init__(self, tasks: Sequence[str], name: str, kkt_every: int, kkt_tol: float) -> None:
+        self.tasks, self.name = list(tasks), name
+        self.monitor = StationarityMonitor(kkt_every, kkt_tol)
+
+    def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
+        return self.monitor.epoch_log()
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

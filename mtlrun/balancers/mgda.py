@@ -1,9 +1,12 @@
 """MGDA per block (Désidéri 2012; Sener & Koltun 2018; seed 001 §4, METHODS §5).
 
-For every block i, the tasks of O(i) each have a gradient g_t^i w.r.t. θ_i; the block's update
-direction is Σ_t α_t^i g_t^i with α^i the min-norm point of the convex hull of the (optionally
-normalised) task gradients. A block used by one task gets that task's gradient. Parameters
-outside the blocks (e.g. cross-stitch units, search parameters) get the plain sum.
+For every block i, the tasks of O(i) each have a gradient g_t^i; the block's update direction
+is Σ_t α_t^i g_t^i with α^i the min-norm point of the convex hull of the (optionally
+normalised) task gradients (seed 001 eq. 4.5). A block used by one task gets that task's
+gradient. ``on="params"`` solves on ∇_{θ_i} L^t (any architecture and data); ``on="z"`` is
+MGDA-UB, solving on ∇_{Z_i} L^t at the block outputs (eq. 4.6–4.7, one backward pass for the
+update; only when every task of O(i) reads the same Z_i, see :mod:`mtlrun.balancers.blocks`).
+Parameters outside the blocks (cross-stitch units) get the plain sum.
 """
 
 from __future__ import annotations
@@ -13,19 +16,29 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mtlrun.balancers.min_norm import SOLVERS, is_pareto_stationary, min_norm
+from mtlrun.balancers import blocks as B
+from mtlrun.balancers.base import BlockBalancer
+from mtlrun.balancers.min_norm import SOLVERS
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-class MGDA:
-    """Multiple-gradient descent on parameter gradients, one min-norm problem per shared block.
+def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"`balancer.{key}` should be one of {', '.join(allowed)}. Found `balancer.{key} = {value}`."
+        )
 
-    Logs ``weight/<task>`` (mean α over the shared blocks the task uses), ``mgda/iterations``
-    (mean solver iterations) and ``kkt/stationary`` (share of shared blocks whose min-norm
-    point is ≈ 0, the Pareto-stationarity condition 4.3 of seed 001).
+
+class MGDA(BlockBalancer):
+    """Multiple-gradient descent, one min-norm problem per shared block.
+
+    Logs ``weight/<task>`` (mean α over the shared blocks the task uses) and
+    ``mgda/iterations`` (mean solver iterations per solved block) per step, and per epoch
+    ``kkt/stationary``: the share of mini-batches whose min-norm point is ≈ 0 in every shared
+    block (Pareto-stationarity, seed 001 def. 4.3). Every mini-batch is checked.
     """
 
     def __init__(
@@ -33,101 +46,105 @@ class MGDA:
         tasks: Sequence[str],
         solver: str = "projection",
         normalize: str = "none",
+        on: str = "params",
+        at: str = "segment",
         max_iter: int = 250,
-        kkt_tol: float = 1e-3,
+        kkt_every: int = 1,
+        kkt_tol: float = 0.05,
         name: str = "mgda",
     ) -> None:
-        if solver not in SOLVERS:
+        super().__init__(tasks, name, kkt_every, kkt_tol)
+        check_choice("solver", solver, SOLVERS)
+        check_choice("normalize", normalize, NORMALIZATIONS)
+        check_choice("on", on, B.GRADIENT_SPACES)
+        check_choice("at", at, B.REPRESENTATION_AT)
+        if solver == "exact" and len(self.tasks) > 2:
             raise ConfigError(
-                f"`balancer.solver` should be one of {', '.join(SOLVERS)}. Found `balancer.solver = {solver}`."
+                f"`balancer.solver=exact` is the two-task closed form; this run has "
+                f"{len(self.tasks)} tasks (use frank_wolfe or projection)."
             )
-        if solver == "exact" and len(tasks) > 2:
-            raise ConfigError(
-                f"`balancer.solver=exact` is the two-task closed form; this run has {len(tasks)} tasks "
-                "(use frank_wolfe or projection)."
-            )
-        if normalize not in NORMALIZATIONS:
-            raise ConfigError(
-                f"`balancer.normalize` should be one of {', '.join(NORMALIZATIONS)}. "
-                f"Found `balancer.normalize = {normalize}`."
-            )
-        self.name, self.tasks, self.solver, self.normalize = name, list(tasks), solver, normalize
-        self.max_iter, self.kkt_tol = max_iter, kkt_tol
+        if max_iter < 1:
+            raise ConfigError(f"`balancer.max_iter` should be >= 1. Found {max_iter}.")
+        self.solver, self.normalize, self.on, self.at = solver, normalize, on, at
+        self.max_iter = max_iter
+        self.uses_taps = on == "z"
 
-    def _scale(self, grads: Tensor, losses: Tensor) -> Tensor:
-        """Gradient normalisation of Sener & Koltun (rows of ``grads`` are tasks)."""
-        norms = grads.norm(dim=1).clamp_min(1e-12)
-        if self.normalize == "l2":
-            return grads / norms[:, None]
-        if self.normalize == "loss":
-            return grads / losses.clamp_min(1e-12)[:, None]
-        if self.normalize == "loss+":
-            return grads / (losses.clamp_min(1e-12) * norms)[:, None]
-        return grads
+    def _scaler(self, losses: Tensor):
+        """Gradient normalisation of Sener & Koltun, rows of the block matrix being tasks."""
+
+        def scale(grads: Tensor) -> Tensor:
+            norms = grads.norm(dim=1).clamp_min(1e-12)
+            loss = losses.to(grads.device).clamp_min(1e-12)
+            if self.normalize == "l2":
+                return grads / norms[:, None]
+            if self.normalize == "loss":
+                return grads / loss[:, None]
+            if self.normalize == "loss+":
+                return grads / (loss * norms)[:, None]
+            return grads
+
+        return scale
+
+    def _solve(self, rows: Tensor, users: list[str], losses: dict[str, Tensor]) -> B.BlockSolution:
+        values = torch.stack([losses[t].detach().double() for t in users])
+        return B.solve_block(
+            rows, users, self.solver, self.max_iter, self.monitor.tol, self._scaler(values)
+        )
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
+        if self.on == "z":
+            solutions = self._backward_z(losses, model)
+        else:
+            solutions = self._backward_params(losses, model)
+        if self.monitor.due():
+            self.monitor.record(solutions)
+        return self._log(losses, solutions)
+
+    def _backward_params(
+        self, losses: dict[str, Tensor], model: MultiTaskModel
+    ) -> list[B.BlockSolution]:
         tasks = list(losses)
-        params = [p for p in model.weight_parameters() if p.requires_grad]
-        per_task = {
-            t: torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
-            for t in tasks
-        }
-        index = {id(p): k for k, p in enumerate(params)}
+        params = B.trainable(model)
+        per_task = B.task_param_grads(losses, params)
         done: set[int] = set()
-        weights: dict[str, list[float]] = {t: [] for t in tasks}
-        iterations, stationary, shared = 0, 0, 0
-        loss_values = torch.stack([losses[t].detach().double() for t in tasks])
-        for name, block in model.blocks.items():
-            ks = [index[id(p)] for p in block.parameters() if id(p) in index]
-            users = [t for t in tasks if name in model.paths[t]]
-            if not ks or not users:
-                continue
-            done.update(ks)
-            flat = torch.stack([_flat(per_task[t], ks, params) for t in users])  # (|O(i)|, d_i)
-            if len(users) == 1:
-                alpha = torch.ones(1, dtype=torch.float64)
-            else:
-                shared += 1
-                scaled = self._scale(flat.double(), loss_values[[tasks.index(t) for t in users]])
-                result = min_norm(scaled, solver=self.solver, max_iter=self.max_iter)
-                alpha, iterations = result.weights.cpu(), iterations + result.iterations
-                biggest = float((scaled.norm(dim=1) ** 2).max())
-                stationary += int(is_pareto_stationary(result, biggest, self.kkt_tol))
-                for t, a in zip(users, alpha.tolist(), strict=True):
-                    weights[t].append(a)
-            combined = (alpha.to(flat.dtype).to(flat.device)[:, None] * flat).sum(0)
-            _assign(combined, ks, params)
-        for k, p in enumerate(params):  # parameters outside every block: the plain sum
-            if k not in done:
-                gs = [per_task[t][k] for t in tasks if per_task[t][k] is not None]
-                if gs:
-                    _add_grad(p, torch.stack(gs).sum(0))
+        solutions = []
+        for blk in B.param_blocks(model, params, tasks):
+            done.update(blk.ks)
+            rows = torch.stack([B.flat(per_task[t], blk.ks, params) for t in blk.users])
+            sol = self._solve(rows, blk.users, losses)
+            if sol.result is not None:
+                solutions.append(sol)
+            combined = (sol.alpha.to(rows.device, rows.dtype)[:, None] * rows).sum(0)
+            B.assign(combined, blk.ks, params)
+        B.add_outside_blocks(per_task, params, done)
+        return solutions
+
+    def _backward_z(
+        self, losses: dict[str, Tensor], model: MultiTaskModel
+    ) -> list[B.BlockSolution]:
+        tasks = list(losses)
+        ends = B.representation_ends(model, tasks, self.at)
+        zs = B.shared_outputs(model, ends, tasks, self.name)
+        grads = B.task_representation_grads(losses, model, zs)
+        replacements, solutions = {}, []
+        for b in ends:
+            users = [t for t in tasks if b in grads[t]]
+            rows = torch.stack([grads[t][b].flatten() for t in users])
+            sol = self._solve(rows, users, losses)
+            solutions.append(sol)
+            alpha = sol.alpha.to(rows.device, rows.dtype)
+            direction = sum(a * grads[t][b] for a, t in zip(alpha, users, strict=True))
+            replacements[b] = (zs[b], direction)
+        B.backward_replacing(torch.stack(list(losses.values())).sum(), replacements)
+        return solutions
+
+    def _log(self, losses: dict[str, Tensor], solutions: list[B.BlockSolution]) -> dict[str, float]:
+        weights: dict[str, list[float]] = {t: [] for t in losses}
+        iterations = 0
+        for sol in solutions:
+            iterations += sol.result.iterations if sol.result is not None else 0
+            for t, a in zip(sol.users, sol.alpha.tolist(), strict=True):
+                weights[t].append(a)
         log = {f"weight/{t}": (sum(w) / len(w) if w else 1.0) for t, w in weights.items()}
-        log["mgda/iterations"] = iterations / shared if shared else 0.0
-        log["kkt/stationary"] = stationary / shared if shared else 0.0
+        log["mgda/iterations"] = iterations / len(solutions) if solutions else 0.0
         return log
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        return None
-
-
-def _flat(grads: Sequence[Tensor | None], ks: list[int], params: list[Tensor]) -> Tensor:
-    return torch.cat(
-        [(grads[k] if grads[k] is not None else torch.zeros_like(params[k])).flatten() for k in ks]
-    )
-
-
-def _assign(vector: Tensor, ks: list[int], params: list[Tensor]) -> None:
-    start = 0
-    for k in ks:
-        n = params[k].numel()
-        _add_grad(params[k], vector[start : start + n].view_as(params[k]))
-        start += n
-
-
-def _add_grad(p: Tensor, g: Tensor) -> None:
-    """Accumulate: a regulariser may already have written its gradient this step."""
-    p.grad = g.clone() if p.grad is None else p.grad + g

@@ -202,9 +202,34 @@ class BalancerConf:
 @dataclass
 class EqualConf(BalancerConf):
     _target_: str = "mtlrun.balancers.equal.Equal"
+    name: str = "equal"
     # Static per-task weights, e.g. balancer.weights={ner:2.0}; other tasks get 1. Typed as Any
     # because OmegaConf cannot add keys to a typed empty dict from the command line.
     weights: Any = None
+    kkt_every: int = 10  # check Pareto-stationarity on one mini-batch in N (0: never)
+    kkt_tol: float = 0.05  # stationary when ||Σ α g|| <= kkt_tol · max_t ||g_t||
+
+
+@dataclass
+class UncertaintyConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.uncertainty.Uncertainty"
+    name: str = "uncertainty"
+    lr: float = 0.01  # Adam on the log-variances
+    init_log_var: float = 0.0
+    kkt_every: int = 10
+    kkt_tol: float = 0.05
+
+
+@dataclass
+class GradNormConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.gradnorm.GradNorm"
+    name: str = "gradnorm"
+    on: str = "params"  # params (eq. 4.10) | z (block outputs, eq. 4.11; shared input only)
+    alpha: float = 1.5
+    lr: float = 0.025  # Adam on the task weights
+    at: str = "segment"  # segment (last block of each chain with the same tasks) | block
+    kkt_every: int = 10
+    kkt_tol: float = 0.05
 
 
 @dataclass
@@ -213,8 +238,33 @@ class MGDAConf(BalancerConf):
     name: str = "mgda"
     solver: str = "projection"  # exact (two tasks) | frank_wolfe | projection
     normalize: str = "none"  # none | l2 | loss | loss+
+    on: str = "params"  # params | z (MGDA-UB)
+    at: str = "segment"  # where on=z balances: segment | block
     max_iter: int = 250
-    kkt_tol: float = 1e-3  # Pareto-stationary when ||Σ α g|| <= kkt_tol · max ||g_t||
+    kkt_every: int = 1
+    kkt_tol: float = 0.05
+
+
+@dataclass
+class MGDAUBConf(MGDAConf):
+    name: str = "mgda_ub"
+    on: str = "z"
+
+
+@dataclass
+class HybridConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.hybrid.Hybrid"
+    name: str = "hybrid"
+    eps: float = 0.001  # switch to MGDA when some task's epoch training loss drops by <= eps
+    ub: str = "auto"  # auto | z | params: the gradient space of both phases
+    alpha: float = 1.5
+    lr: float = 0.025
+    solver: str = "projection"
+    normalize: str = "none"
+    at: str = "segment"
+    max_iter: int = 250
+    kkt_every: int = 10
+    kkt_tol: float = 0.05
 
 
 # -------------------------------------------------------------------------- optim
@@ -292,7 +342,14 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "single_subnet": SingleSubnetConf,
         "ste_fit": STEFitConf,
     },
-    "balancer": {"equal": EqualConf, "mgda": MGDAConf},
+    "balancer": {
+        "equal": EqualConf,
+        "uncertainty": UncertaintyConf,
+        "gradnorm": GradNormConf,
+        "mgda": MGDAConf,
+        "mgda_ub": MGDAUBConf,
+        "hybrid": HybridConf,
+    },
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},
 }

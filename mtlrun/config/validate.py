@@ -35,6 +35,42 @@ def _positive_or_null(v: Any) -> bool:
     return v is None or v >= 1
 
 
+MULTI_INPUT_DATA = ("mnist3",)
+PER_TASK_OUTPUT_METHODS = ("single_subnet", "sparse_imp", "sparse_ste", "soft")
+
+
+def _representation_key(cfg: DictConfig) -> str | None:
+    """The key that asks for representation gradients (seed 001 eq. 4.6), or None."""
+    balancer = _get(cfg, "balancer.name")
+    if balancer == "mgda_ub" or _get(cfg, "balancer.on") == "z":
+        return "balancer=mgda_ub" if balancer == "mgda_ub" else "balancer.on=z"
+    if _get(cfg, "balancer.ub") == "z":
+        return "balancer.ub=z"
+    return None
+
+
+def _check_gradient_space(p: list[str], cfg: DictConfig, data: Any, method: Any) -> None:
+    """Representation gradients need one Z per block read by every task (METHODS §5)."""
+    key = _representation_key(cfg)
+    if key is None:
+        return
+    fix = (
+        "use parameter gradients: balancer=mgda, balancer.on=params, or balancer=hybrid with "
+        "balancer.ub=params (or auto)"
+    )
+    if data in MULTI_INPUT_DATA:
+        p.append(
+            f"`{key}` balances on gradients w.r.t. shared block outputs Z, which needs every task "
+            f"to read the same input (the bound of seed 001 eq. 4.6); data={data} gives each "
+            f"task its own input stream, so there is no shared Z. Instead {fix}."
+        )
+    elif method in PER_TASK_OUTPUT_METHODS:
+        p.append(
+            f"`{key}` needs one output per shared block for all tasks, but method={method} gives "
+            f"each task its own (per-task masks or cross-stitch mixing). Instead {fix}."
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of a composed config."""
     p: list[str] = []
@@ -113,5 +149,6 @@ def validate(cfg: DictConfig) -> None:
             f"`method={method}` couples BiLSTM layers: it needs backbone=cnn_bilstm (text data), "
             f"not an {bb_modality} backbone."
         )
+    _check_gradient_space(p, cfg, name, method)
     if p:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(p))

@@ -46,6 +46,8 @@ class SoftSharedModel(MultiTaskModel):
             return super().forward(inputs, tasks)
         tasks = list(tasks) if tasks is not None else self.tasks
         shared = self.blocks["embed"](inputs)
+        for t in tasks:
+            self.tap("embed", t, shared)
         # Cross-stitch mixes every task's hidden states, so all BiLSTMs run even for one task.
         hidden = torch.stack(
             [self.blocks[self.paths[t][1]](shared).x for t in self.tasks]
@@ -55,6 +57,12 @@ class SoftSharedModel(MultiTaskModel):
             mixed = torch.einsum("s,sbld->bld", self.stitch[self._index[t]], hidden)
             out[t] = self.blocks[head_name(t)](SeqState(mixed, shared.lengths))
         return out
+
+    def loss_users(self, block: str) -> list[str]:
+        """Cross-stitch feeds every task's BiLSTM into every task's head."""
+        if self.stitch is not None and block != "embed" and not block.startswith("head"):
+            return self.tasks
+        return self.users(block)
 
     def regularizer(self) -> Tensor | None:
         """λ Σ_{s<t} ||θ_s − θ_t||² over the task BiLSTMs (coupling=l2), else None."""

@@ -28,6 +28,9 @@ class MultiTaskModel(nn.Module):
                 raise ValueError(f"path of task {task!r} names unknown blocks {missing}")
         self.blocks = nn.ModuleDict(dict(blocks))
         self.paths: dict[str, tuple[str, ...]] = {t: tuple(p) for t, p in paths.items()}
+        # When a dict, forward records every block output per task: taps[block][task] (the
+        # representation-gradient balancers read Z_i from it; seed 001 eq. 4.6-4.7).
+        self.taps: dict[str, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ structure
 
@@ -38,6 +41,13 @@ class MultiTaskModel(nn.Module):
     def users(self, block: str) -> list[str]:
         """O(i): the tasks whose path contains ``block``."""
         return [t for t, p in self.paths.items() if block in p]
+
+    def loss_users(self, block: str) -> list[str]:
+        """The tasks whose loss depends on ``block``'s parameters: O(i) for the balancers.
+
+        Equal to :meth:`users` unless a method mixes blocks outside the paths (cross-stitch).
+        """
+        return self.users(block)
 
     def head(self, task: str) -> str:
         return self.paths[task][-1]
@@ -86,8 +96,14 @@ class MultiTaskModel(nn.Module):
                 if key not in cache:
                     cache[key] = self.run_block(name, x, task)
                 x = cache[key]
+                self.tap(name, task, x)
             out[task] = x
         return out
+
+    def tap(self, block: str, task: str, output: Any) -> None:
+        """Record ``block``'s output as seen by ``task`` while ``taps`` is a dict."""
+        if self.taps is not None:
+            self.taps.setdefault(block, {})[task] = output
 
     # ------------------------------------------------------------------ tree operations
 

@@ -122,6 +122,7 @@ def train_epoch(
         dynamic_ncols=True,
     )
     params = [p for p in model.weight_parameters() if p.requires_grad]
+    balancer_s = 0.0
     order_rng = random.Random(settings.seed * 7919 + epoch)
     for groups in bar:
         for update in _updates(groups, active, settings.update == "per_task", order_rng):
@@ -129,6 +130,7 @@ def train_epoch(
             for extra in phase.extra_optimizers:
                 extra.zero_grad(set_to_none=True)
             losses = {}
+            model.taps = {} if getattr(balancer, "uses_taps", False) else None
             for inputs, targets in update:
                 outputs = model(to_device(inputs, device), tasks=list(targets))
                 for task, logits in outputs.items():
@@ -136,8 +138,11 @@ def train_epoch(
             reg = model.regularizer()
             if reg is not None:
                 reg.backward(retain_graph=True)
+            started = time.perf_counter()
             for key, value in balancer.backward(losses, model).items():
                 logs[key] = logs.get(key, 0.0) + value
+            balancer_s += time.perf_counter() - started
+            model.taps = None
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
             optimizer.step()
@@ -151,6 +156,7 @@ def train_epoch(
                 counts[task] = counts.get(task, 0) + 1
     out = {f"train/loss/{t}": float(s) / counts[t] for t, s in sums.items()}
     out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
+    out["time/balancer_s"] = balancer_s
     return out
 
 
@@ -191,6 +197,11 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
         }
         row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase))
+        if hasattr(balancer, "epoch_end"):
+            losses = {
+                t.name: row[f"train/loss/{t.name}"] for t in tasks if f"train/loss/{t.name}" in row
+            }
+            row.update(balancer.epoch_end(epoch, losses))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         row["time/train_s"] = time.perf_counter() - start
