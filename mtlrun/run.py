@@ -27,7 +27,13 @@ from mtlrun.training.context import RunContext
 from mtlrun.training.device import pick_device
 from mtlrun.training.evaluate import evaluate
 from mtlrun.training.loop import FitState, TrainSettings, fit, restore
-from mtlrun.training.outputs import plot_curves, write_history, write_json, write_predictions
+from mtlrun.training.outputs import (
+    plot_balancer,
+    plot_curves,
+    write_history,
+    write_json,
+    write_predictions,
+)
 
 log = logging.getLogger("mtlrun")
 
@@ -352,6 +358,7 @@ def _write_artefacts(
                 [t.name for t in tasks],
                 {t.name: t.metric for t in tasks},
             )
+            plot_balancer(run_dir / "balancer.png", state.history, [t.name for t in tasks])
     except Exception as e:  # noqa: BLE001 - artefacts must not lose the finished metrics
         log.warning(
             "could not write every artefact (%s: %s); metrics.json is complete", type(e).__name__, e

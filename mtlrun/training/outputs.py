@@ -88,3 +88,40 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_balancer(path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> bool:
+    """Task weights by epoch, and the Pareto-stationary share and solver iterations when logged.
+
+    Returns False (and writes nothing) when the history holds no balancer weights.
+    """
+    if not any(f"weight/{t}" in r for r in rows for t in tasks):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    extra = [k for k in ("kkt/stationary", "mgda/iterations") if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5.5 * (1 + len(extra)), 4), squeeze=False)
+    for t in tasks:
+        axes[0][0].plot(epochs, [r.get(f"weight/{t}", math.nan) for r in rows], marker="o", label=t)
+    axes[0][0].set(xlabel="epoch", ylabel="task weight (mean over steps and blocks)")
+    titles = {
+        "kkt/stationary": "share of Pareto-stationary mini-batches",
+        "mgda/iterations": "min-norm solver iterations (mean)",
+    }
+    for ax, key in zip(axes[0][1:], extra, strict=True):
+        ax.plot(epochs, [r.get(key, math.nan) for r in rows], marker="o", color="black")
+        ax.set(xlabel="epoch", title=titles[key])
+    switch = [r["epoch"] for r in rows if r.get("hybrid/phase") == 1.0]
+    for ax in axes[0]:
+        if switch:
+            ax.axvline(min(switch) - 0.5, color="grey", ls=":", label="hybrid: MGDA from here")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -112,3 +112,17 @@ def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 1000
+
+
+def test_balancer_plot_is_written_only_with_weights(tmp_path: Path) -> None:
+    from mtlrun.training.outputs import plot_balancer
+
+    rows = [
+        {"epoch": e, "weight/a": 1.0 + e / 10, "weight/b": 1.0 - e / 10, "kkt/stationary": e / 4}
+        for e in (1, 2, 3)
+    ]
+    rows[-1]["hybrid/phase"] = 1.0
+    assert plot_balancer(tmp_path / "balancer.png", rows, ["a", "b"])
+    assert (tmp_path / "balancer.png").stat().st_size > 1000
+    assert not plot_balancer(tmp_path / "none.png", [{"epoch": 1}], ["a", "b"])
+    assert not (tmp_path / "none.png").exists()
