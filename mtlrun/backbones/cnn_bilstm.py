@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mtlrun.backbones.base import SeqState, check_modality, require
@@ -105,6 +107,38 @@ class CharWordEmbed(nn.Module):
         x = torch.cat([words, chars], dim=-1)
         return SeqState(self.dropout(x), inputs.lengths)
 
+    def forward_tasks(self, xs: Sequence[TextInputs], params: Sequence[dict[str, Tensor]]) -> list:
+        """T tasks' outputs with per-task weights (sparse sharing) in one pass.
+
+        The tables are looked up once when every task has the same (unmasked) tables; the T char
+        CNNs run as one grouped convolution. Same result as T calls of :meth:`forward` under
+        ``functional_call`` (dropout draws independent masks either way).
+        """
+        inputs = xs[0]
+        tables = ("word_embedding.weight", "char_embedding.weight")
+        if any(x is not inputs for x in xs) or any(
+            p[k] is not params[0][k] for p in params for k in tables
+        ):
+            return [functional_call(self, p, (x,)) for x, p in zip(xs, params, strict=True)]
+        n_tasks = len(params)
+        words = F.embedding(inputs.words, params[0][tables[0]], padding_idx=PADDING_ID)
+        batch, length, width = inputs.chars.shape
+        flat = inputs.chars.reshape(batch * length, width)
+        emb = F.embedding(flat, params[0][tables[1]], padding_idx=PADDING_ID).transpose(1, 2)
+        weight = torch.cat([p["char_cnn.weight"] for p in params])  # (T*F, char_dim, width)
+        bias = torch.cat([p["char_cnn.bias"] for p in params])
+        conv = F.conv1d(
+            emb.repeat(1, n_tasks, 1), weight, bias, padding=self.char_cnn.padding, groups=n_tasks
+        )
+        conv = conv.view(flat.shape[0], n_tasks, -1, width)  # (B*L, T, F, C)
+        is_char = (flat != PADDING_ID)[:, None, None, :]
+        pooled = conv.masked_fill(~is_char, float("-inf")).amax(dim=3)
+        pooled = torch.where(is_char.any(dim=3), pooled, torch.zeros_like(pooled))
+        chars = pooled.view(batch, length, n_tasks, -1)
+        words = words[:, :, None, :].expand(-1, -1, n_tasks, -1)
+        x = self.dropout(torch.cat([words, chars], dim=-1))  # (B, L, T, D)
+        return [SeqState(x[:, :, t], inputs.lengths) for t in range(n_tasks)]
+
     def char_features(self, chars: Tensor) -> Tensor:
         """Char ids (B, L, C) -> per-word features (B, L, char_filters)."""
         batch, length, width = chars.shape
@@ -138,6 +172,60 @@ class BiLSTMBlock(nn.Module):
         out, _ = self.lstm(packed)
         x, _ = pad_packed_sequence(out, batch_first=True, total_length=state.x.size(1))
         return SeqState(self.dropout(x), state.lengths)
+
+    def forward_tasks(self, xs: Sequence[SeqState], params: Sequence[dict[str, Tensor]]) -> list:
+        """T tasks' BiLSTMs with per-task weights as one LSTM of T·hidden units.
+
+        The big LSTM's matrices are block-diagonal per gate (task t's units read only task t's
+        inputs and hidden state), which is exactly T independent LSTMs, run by one cuDNN call.
+        """
+        lengths = xs[0].lengths
+        if any(not torch.equal(x.lengths, lengths) for x in xs[1:]):
+            return [functional_call(self, p, (x,)) for x, p in zip(xs, params, strict=True)]
+        n_tasks, hidden = len(params), self.lstm.hidden_size
+        weights = {}
+        for name, _ in self.lstm.named_parameters():
+            stacked = torch.stack([p[f"lstm.{name}"] for p in params])  # (T, 4H[, in])
+            weights[name] = (
+                _block_diagonal_gates(stacked)
+                if stacked.dim() == 3
+                else stacked.view(n_tasks, 4, hidden).transpose(0, 1).reshape(-1)
+            )
+        x = torch.cat([s.x for s in xs], dim=-1)  # (B, L, T*in)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = functional_call(self._wide_lstm(n_tasks), weights, (packed,))
+        y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        batch, length = y.shape[:2]
+        y = y.view(batch, length, 2, n_tasks, hidden).permute(0, 1, 3, 2, 4)  # (B, L, T, 2, H)
+        y = self.dropout(y.reshape(batch, length, n_tasks, 2 * hidden))
+        return [SeqState(y[:, :, t], lengths) for t in range(n_tasks)]
+
+    def _wide_lstm(self, n_tasks: int) -> nn.LSTM:
+        """A template LSTM of T·hidden units whose weights are always passed in (not a child)."""
+        cache = self.__dict__.setdefault("_wide", {})
+        if n_tasks not in cache:
+            cache[n_tasks] = nn.LSTM(
+                n_tasks * self.lstm.input_size,
+                n_tasks * self.lstm.hidden_size,
+                batch_first=True,
+                bidirectional=True,
+                device="meta",
+            )
+        return cache[n_tasks]
+
+
+def _block_diagonal_gates(w: Tensor) -> Tensor:
+    """(T, 4H, D) per-task LSTM matrices -> (4·T·H, T·D), block-diagonal within each gate.
+
+    Row gate·TH + t·H + h, column s·D + d holds w[t, gate·H + h, d] when s = t, else 0: the
+    layout of an nn.LSTM with T·H units whose unit t·H + h belongs to task t.
+    """
+    n_tasks, four_h, d = w.shape
+    h = four_h // 4
+    per_gate = w.view(n_tasks, 4, h, d).permute(1, 0, 2, 3)  # (4, T, H, D)
+    eye = torch.eye(n_tasks, dtype=w.dtype, device=w.device)
+    big = per_gate[:, :, :, None, :] * eye[None, :, None, :, None]  # (4, T, H, T, D)
+    return big.reshape(4 * n_tasks * h, n_tasks * d)
 
 
 class TagHead(nn.Module):

@@ -44,6 +44,9 @@ class MaskedModel(MultiTaskModel):
         self._eval_cache: dict[str, Mapping[str, Tensor] | None] = {}
         self.sampler: nn.Module | None = None  # holds search parameters (π), if any
         self._current: dict[str, Mapping[str, Tensor] | None] = {}
+        # Run the tasks' masked passes through a shared trunk as one fused pass where the blocks
+        # support it (``forward_tasks``); False runs one pass per task (same results).
+        self.fuse_tasks = True
         self._by_block: dict[str, list[tuple[str, str]]] = {}
         for key in self.maskable:
             block, pname = key.split(".", 1)
@@ -115,7 +118,42 @@ class MaskedModel(MultiTaskModel):
             self._current = {t: self._eval_cache[t] for t in tasks}
         masks = {t: self._mask_for(t) for t in tasks}
         self._active = masks
+        if self._fusable(tasks):
+            return self._forward_fused(inputs, tasks)
         return super().forward(inputs, tasks)
+
+    def _fusable(self, tasks: list[str]) -> bool:
+        """Several masked tasks on one trunk whose blocks all have ``forward_tasks``."""
+        if not self.fuse_tasks or len(tasks) < 2 or all(self._active[t] is None for t in tasks):
+            return False
+        trunk = self.paths[tasks[0]][:-1]
+        return all(self.paths[t][:-1] == trunk for t in tasks) and all(
+            hasattr(self.blocks[b], "forward_tasks") for b in trunk
+        )
+
+    def _task_params(self, name: str, task: str) -> dict[str, Tensor]:
+        """Block ``name``'s parameters as task ``task`` sees them (θ ⊙ M_t on masked keys)."""
+        params = dict(self.blocks[name].named_parameters())
+        mask = self._active.get(task)
+        if mask is not None:
+            for key, pname in self._by_block.get(name, []):
+                if key in mask:
+                    params[pname] = params[pname] * mask[key]
+        return params
+
+    def _forward_fused(self, inputs: Any, tasks: list[str]) -> dict[str, Tensor]:
+        xs: list[Any] = [inputs] * len(tasks)
+        for name in self.paths[tasks[0]][:-1]:
+            params = [self._task_params(name, t) for t in tasks]
+            xs = self.blocks[name].forward_tasks(xs, params)
+            for t, x in zip(tasks, xs, strict=True):
+                self.tap(name, t, x)
+        out = {}
+        for t, x in zip(tasks, xs, strict=True):
+            head = self.paths[t][-1]
+            out[t] = self.run_block(head, x, t)
+            self.tap(head, t, out[t])
+        return out
 
     def cache_key(self, task: str, prefix: tuple[str, ...]) -> Any:
         masked = self._active.get(task) is not None and any(b in self._by_block for b in prefix)

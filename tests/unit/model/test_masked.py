@@ -290,5 +290,54 @@ def test_trunk_runs_once_per_masked_task_and_once_when_dense() -> None:
     model.set_masks(random_masks(model))
     calls.clear()
     model(batch)
+    assert calls == {}  # masked tasks together: one fused pass (forward_tasks), no forward()
+    model.fuse_tasks = False
+    model(batch)
     # functional_call runs the block's forward too: one call per task.
     assert calls == {"embed": 3, "bilstm": 3}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_fused_pass_equals_one_pass_per_task(dropout: float) -> None:
+    """The tasks' masked encoders run as one pass (grouped char CNN, block-diagonal BiLSTM)
+    with the outputs and the gradients of one functional pass per task."""
+    torch.manual_seed(0)
+    model = masked_supernet(
+        CNNBiLSTM(input_spec=TEXT, dropout=dropout, **TINY), TASKS, weights_only=False
+    )
+    model.set_masks(random_masks(model))
+    model.eval()  # dropout off, so both ways are deterministic
+    batch = text_batch()
+    results = []
+    for fuse in (True, False):
+        model.fuse_tasks = fuse
+        model.zero_grad(set_to_none=True)
+        out = model(batch)
+        sum((k + 1) * out[t].pow(2).sum() for k, t in enumerate(model.tasks)).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append(({t: o.detach() for t, o in out.items()}, grads))
+    (fused_out, fused_grads), (ref_out, ref_grads) = results
+    for t in model.tasks:
+        assert torch.allclose(fused_out[t], ref_out[t], atol=1e-5)
+    assert fused_grads.keys() == ref_grads.keys()
+    for n in ref_grads:
+        assert torch.allclose(fused_grads[n], ref_grads[n], atol=1e-5), n
+    # A single task, or no masks, takes the ordinary path.
+    model.fuse_tasks = True
+    model._active = {"a": None, "b": None}
+    assert not model._fusable(["a", "b"])
+    model._active = {"a": {}}
+    assert not model._fusable(["a"])
+
+
+def test_block_diagonal_gates_layout() -> None:
+    from mtlrun.backbones.cnn_bilstm import _block_diagonal_gates
+
+    w = torch.arange(2 * 8 * 3, dtype=torch.float32).view(2, 8, 3)  # T=2, H=2, D=3
+    big = _block_diagonal_gates(w)
+    assert big.shape == (16, 6)
+    for gate in range(4):
+        for t in range(2):
+            rows = slice(gate * 4 + t * 2, gate * 4 + t * 2 + 2)
+            assert torch.equal(big[rows, t * 3 : t * 3 + 3], w[t, gate * 2 : gate * 2 + 2])
+            assert not big[rows, (1 - t) * 3 : (1 - t) * 3 + 3].any()
