@@ -241,6 +241,7 @@ class BlockSolution:
     alpha: Tensor  # (|O(i)|,) float64 on the CPU
     result: MinNormResult | None
     stationary: bool
+    ratio: float = 1.0  # ||Σ_t α_t g_t|| / max_t ||g_t||: 0 at a Pareto-stationary point
 
 
 def solve_block(
@@ -258,7 +259,8 @@ def solve_block(
     result = min_norm(scaled, solver=solver, max_iter=max_iter)
     biggest = float((scaled.norm(dim=1) ** 2).max())
     stationary = is_pareto_stationary(result, biggest, kkt_tol)
-    return BlockSolution(list(users), result.weights.cpu(), result, stationary)
+    ratio = (max(result.norm_sq, 0.0) / biggest) ** 0.5 if biggest > 0 else 0.0
+    return BlockSolution(list(users), result.weights.cpu(), result, stationary, ratio)
 
 
 # ---------------------------------------------------------------------- the KKT monitor
@@ -270,7 +272,9 @@ class StationarityMonitor:
     A mini-batch is stationary when every shared block's min-norm point is ≈ 0:
     ||Σ_t α_t g_t|| ≤ tol · max_t ||g_t||. ``every``: check one mini-batch in ``every`` (1 = all;
     0 = never, the column is left out). Balancers that solve the min-norm problem anyway check
-    every mini-batch for free.
+    every mini-batch for free. Besides the share, ``kkt/ratio`` is the mean over checked
+    mini-batches of the largest ||Σ_t α_t g_t|| / max_t ||g_t|| over their shared blocks, the
+    continuous quantity the threshold is applied to (it falls as training nears stationarity).
     """
 
     def __init__(self, every: int, tol: float) -> None:
@@ -283,7 +287,7 @@ class StationarityMonitor:
                 f"`balancer.kkt_tol` should be > 0. Found `balancer.kkt_tol = {tol}`."
             )
         self.every, self.tol = every, tol
-        self.step, self.checked, self.stationary = 0, 0, 0
+        self.step, self.checked, self.stationary, self.ratio = 0, 0, 0, 0.0
 
     def due(self) -> bool:
         """Advance one mini-batch; True when this one is to be checked."""
@@ -296,6 +300,7 @@ class StationarityMonitor:
             return
         self.checked += 1
         self.stationary += int(all(s.stationary for s in shared))
+        self.ratio += max(s.ratio for s in shared)
 
     def epoch_log(self) -> dict[str, float]:
         """``kkt/stationary`` and ``kkt/checked`` for the epoch, then reset."""
@@ -303,9 +308,11 @@ class StationarityMonitor:
         if self.checked:
             out = {
                 "kkt/stationary": self.stationary / self.checked,
+                "kkt/ratio": self.ratio / self.checked,
                 "kkt/checked": float(self.checked),
             }
-        self.checked, self.stationary = 0, 0
+        # The schedule restarts every epoch, so a resumed run checks the same mini-batches.
+        self.step, self.checked, self.stationary, self.ratio = 0, 0, 0, 0.0
         return out
 
 

@@ -38,7 +38,7 @@ class Hybrid(BlockBalancer):
     def __init__(
         self,
         tasks: Sequence[str],
-        eps: float = 1e-3,
+        eps: float = 0.01,
         ub: str = "auto",
         alpha: float = 1.5,
         lr: float = 0.025,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mtlrun.balancers import blocks as B
 from mtlrun.balancers.base import BlockBalancer
-from mtlrun.balancers.min_norm import SOLVERS
+from mtlrun.balancers.min_norm import SOLVERS, gram_matrix, min_norm
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
@@ -51,6 +51,7 @@ class MGDA(BlockBalancer):
         max_iter: int = 250,
         kkt_every: int = 1,
         kkt_tol: float = 0.05,
+        compare_solvers: bool = False,
         name: str = "mgda",
     ) -> None:
         super().__init__(tasks, name, kkt_every, kkt_tol)
@@ -68,6 +69,10 @@ class MGDA(BlockBalancer):
         self.solver, self.normalize, self.on, self.at = solver, normalize, on, at
         self.max_iter = max_iter
         self.uses_taps = on == "z"
+        # Seed 001 Fig. 3: also solve every problem met in training with both iterative solvers
+        # and log their iteration counts (the update still uses ``solver``).
+        self.compare_solvers = compare_solvers
+        self._compared: dict[str, list[int]] = {}
 
     def _scaler(self, losses: Tensor):
         """Gradient normalisation of Sener & Koltun, rows of the block matrix being tasks."""
@@ -87,9 +92,13 @@ class MGDA(BlockBalancer):
 
     def _solve(self, rows: Tensor, users: list[str], losses: dict[str, Tensor]) -> B.BlockSolution:
         values = torch.stack([losses[t].detach().double() for t in users])
-        return B.solve_block(
-            rows, users, self.solver, self.max_iter, self.monitor.tol, self._scaler(values)
-        )
+        scale = self._scaler(values)
+        if self.compare_solvers and len(users) > 1:
+            gram = gram_matrix(scale(rows.double()))
+            for solver in ("frank_wolfe", "projection"):
+                result = min_norm(gram, solver=solver, gram=True, max_iter=self.max_iter)
+                self._compared.setdefault(solver, []).append(result.iterations)
+        return B.solve_block(rows, users, self.solver, self.max_iter, self.monitor.tol, scale)
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
         if self.on == "z":
@@ -147,4 +156,7 @@ class MGDA(BlockBalancer):
                 weights[t].append(a)
         log = {f"weight/{t}": (sum(w) / len(w) if w else 1.0) for t, w in weights.items()}
         log["mgda/iterations"] = iterations / len(solutions) if solutions else 0.0
+        for solver, counts in self._compared.items():
+            log[f"mgda/iterations/{solver}"] = sum(counts) / len(counts)
+        self._compared = {}
         return log

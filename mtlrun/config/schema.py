@@ -243,6 +243,7 @@ class MGDAConf(BalancerConf):
     max_iter: int = 250
     kkt_every: int = 1
     kkt_tol: float = 0.05
+    compare_solvers: bool = False  # also log frank_wolfe and projection iterations (Fig. 3)
 
 
 @dataclass
@@ -255,7 +256,7 @@ class MGDAUBConf(MGDAConf):
 class HybridConf(BalancerConf):
     _target_: str = "mtlrun.balancers.hybrid.Hybrid"
     name: str = "hybrid"
-    eps: float = 0.001  # switch to MGDA when some task's epoch training loss drops by <= eps
+    eps: float = 0.01  # switch to MGDA when some task's epoch training loss drops by <= eps
     ub: str = "auto"  # auto | z | params: the gradient space of both phases
     alpha: float = 1.5
     lr: float = 0.025

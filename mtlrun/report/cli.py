@@ -1,5 +1,6 @@
-"""``mtlrun-report OUTPUT_DIR``: tables (markdown on stdout, CSV files) and the keep-ratio plot
-from the ``metrics.json`` files under a run or multirun folder."""
+"""``mtlrun-report OUTPUT_DIR``: tables (markdown on stdout, CSV files) and plots (the keep-ratio
+curve, seed 001 Figures 3, 4 and 6) from the ``metrics.json`` files under a run or multirun
+folder (and, for the balancer figures, the ``history.csv`` beside each)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mtlrun.report.balancing import (
+    compares_balancers,
+    compares_solvers,
+    fig3_table,
+    fig4_table,
+    fig6_table,
+)
 from mtlrun.report.collect import Record, collect
-from mtlrun.report.plots import plot_keep_ratio
+from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
 from mtlrun.report.table import Table
 from mtlrun.report.tables import (
     generic_table,
@@ -28,9 +36,25 @@ BUILDERS: dict[str, Callable[[Sequence[Record]], Table]] = {
     "sweep": keep_ratio_sweep,
     "ste_fit": ste_fit_table,
     "masks": masks_table,
+    "fig6": fig6_table,
+    "fig3": fig3_table,
+    "fig4": fig4_table,
     "runs": generic_table,
 }
+# Tables that ``auto`` prints only when the runs compare what they are about.
+AUTO_ONLY_IF: dict[str, Callable[[Sequence[Record]], bool]] = {
+    "fig6": compares_balancers,
+    "fig3": compares_solvers,
+    "fig4": compares_balancers,
+}
 PLOT_FILE = "report_keep_ratio.png"
+# --table choice -> its plot and file name; a plot is drawn when its table is printed.
+PLOTS: dict[str, tuple[Callable[[Sequence[Record], Path], Path | None], str]] = {
+    "sweep": (plot_keep_ratio, PLOT_FILE),
+    "fig6": (plot_fig6, "report_fig6.png"),
+    "fig3": (plot_fig3, "report_fig3.png"),
+    "fig4": (plot_fig4, "report_fig4.png"),
+}
 
 
 class _StderrHandler(logging.Handler):
@@ -44,14 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlrun-report",
         description="Report the metrics.json files under a run or multirun folder: markdown "
-        "tables on stdout, one CSV per table, and the keep-ratio plot when a sweep is found.",
+        "tables on stdout, one CSV per table, and a PNG for the keep-ratio sweep and the seed "
+        "001 balancer figures (fig6, fig3, fig4: read from each run's history.csv).",
     )
     parser.add_argument("output_dir", type=Path, help="a run folder or a Hydra multirun folder")
     parser.add_argument(
         "--table",
         choices=["auto", *BUILDERS],
         default="auto",
-        help="which table; auto (default): every table that applies, the per-run table always",
+        help="which table; auto (default): every table that applies, the per-run table always, "
+        "fig6/fig4 when the runs hold two or more balancers, fig3 when two or more MGDA solvers",
     )
     parser.add_argument(
         "--csv-dir",
@@ -68,12 +94,17 @@ def _show_warnings() -> None:
         logger.addHandler(_StderrHandler(logging.WARNING))
 
 
-def _tables(records: list[Record], choice: str) -> list[Table]:
-    """The requested table, or under ``auto`` every table with rows (the per-run one always)."""
+def _tables(records: list[Record], choice: str) -> dict[str, Table]:
+    """The requested table, or under ``auto`` every table with rows (the per-run one always;
+    the balancer figures when the runs compare balancers or solvers), keyed by choice."""
     if choice != "auto":
-        return [BUILDERS[choice](records)]
-    tables = [build(records) for build in BUILDERS.values()]
-    return [t for t in tables if t.rows or t.name == "runs"]
+        return {choice: BUILDERS[choice](records)}
+    tables = {
+        name: build(records)
+        for name, build in BUILDERS.items()
+        if name not in AUTO_ONLY_IF or AUTO_ONLY_IF[name](records)
+    }
+    return {name: t for name, t in tables.items() if t.rows or name == "runs"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mtlrun-report: no metrics.json found under {args.output_dir}", file=sys.stderr)
         return 1
     tables = _tables(records, args.table)
-    if not any(t.rows for t in tables):
+    if not any(t.rows for t in tables.values()):
         print(
             f"mtlrun-report: no run under {args.output_dir} fits table {args.table}",
             file=sys.stderr,
@@ -95,11 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         args.output_dir if args.output_dir.is_dir() else args.output_dir.parent
     )
     print(f"{len(records)} runs under {args.output_dir}\n")
-    for table in tables:
+    for table in tables.values():
         print(table.to_markdown())
         print(f"mtlrun-report: wrote {table.write_csv(out_dir)}", file=sys.stderr)
-    if args.table in ("auto", "sweep"):
-        plot = plot_keep_ratio(records, out_dir / PLOT_FILE)
+    for name in (n for n in tables if n in PLOTS and tables[n].rows):
+        draw, file_name = PLOTS[name]
+        plot = draw(records, out_dir / file_name)
         if plot is not None:
             print(f"mtlrun-report: wrote {plot}", file=sys.stderr)
     return 0

@@ -277,3 +277,12 @@ def test_hybrid_auto_picks_the_gradient_space() -> None:
     separate.backward(losses, model)
     assert separate.space == "params"
     assert all(p.grad is not None for p in model.blocks["root"].parameters())
+
+
+def test_compare_solvers_logs_both_iteration_counts() -> None:
+    model = tree_model()
+    losses = tree_losses(model, torch.randn(16, 4, generator=torch.Generator().manual_seed(5)))
+    log = MGDA(["a", "b", "c"], compare_solvers=True, max_iter=500).backward(losses, model)
+    fw, proj = log["mgda/iterations/frank_wolfe"], log["mgda/iterations/projection"]
+    assert fw >= 1 and proj >= 1
+    assert log["mgda/iterations"] == pytest.approx(proj)  # the update used the projection solver

@@ -78,7 +78,7 @@ def test_fit_history_checkpoints_and_best_epoch(data: TaggingData, tmp_path: Pat
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert state.epoch == 3
     expected = {"phase", "epoch", "lr", "valid/score", "time/epoch_s", "time/train_s"}
-    expected |= {"time/balancer_s", "kkt/stationary", "kkt/checked"}  # the equal balancer's monitor
+    expected |= {"time/balancer_s", "kkt/stationary", "kkt/checked", "kkt/ratio"}  # the equal balancer's monitor
     for t in TASKS:
         expected |= {f"train/loss/{t}", f"valid/loss/{t}", f"weight/{t}"}
     expected |= {"valid/pos/accuracy"}
@@ -90,6 +90,7 @@ def test_fit_history_checkpoints_and_best_epoch(data: TaggingData, tmp_path: Pat
         assert row["weight/pos"] == 1.0
         assert row["time/epoch_s"] >= row["time/train_s"] > row["time/balancer_s"] > 0
         assert 0.0 <= row["kkt/stationary"] <= 1.0 and row["kkt/checked"] >= 1
+        assert 0.0 <= row["kkt/ratio"] <= 1.0
         primary = (row["valid/pos/accuracy"] + row["valid/chunk/f1"] + row["valid/ner/f1"]) / 3
         assert row["valid/score"] == pytest.approx(primary)
     assert state.train_s == pytest.approx(sum(r["time/train_s"] for r in history))
