@@ -78,7 +78,12 @@ def test_fit_history_checkpoints_and_best_epoch(data: TaggingData, tmp_path: Pat
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert state.epoch == 3
     expected = {"phase", "epoch", "lr", "valid/score", "time/epoch_s", "time/train_s"}
-    expected |= {"time/balancer_s", "kkt/stationary", "kkt/checked", "kkt/ratio"}  # the equal balancer's monitor
+    expected |= {
+        "time/balancer_s",
+        "kkt/stationary",
+        "kkt/checked",
+        "kkt/ratio",
+    }  # the equal balancer's monitor
     for t in TASKS:
         expected |= {f"train/loss/{t}", f"valid/loss/{t}", f"weight/{t}"}
     expected |= {"valid/pos/accuracy"}
