@@ -59,7 +59,9 @@ class ParamBlock:
 
 
 def trainable(model: MultiTaskModel) -> list[nn.Parameter]:
-    return [p for p in model.weight_parameters() if p.requires_grad]
+    """Every parameter with a gradient: θ, and search parameters such as sparse_ste's π
+    (outside the blocks, so they get the plain sum of the task gradients)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def param_blocks(

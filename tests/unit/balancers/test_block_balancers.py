@@ -286,3 +286,37 @@ def test_compare_solvers_logs_both_iteration_counts() -> None:
     fw, proj = log["mgda/iterations/frank_wolfe"], log["mgda/iterations/projection"]
     assert fw >= 1 and proj >= 1
     assert log["mgda/iterations"] == pytest.approx(proj)  # the update used the projection solver
+
+
+@pytest.mark.parametrize("name", ["mgda", "gradnorm", "uncertainty", "hybrid"])
+def test_search_parameters_get_gradients_under_every_balancer(name: str) -> None:
+    """sparse_ste's π sits outside the blocks: MGDA-type balancers give it the plain sum."""
+    from mtlrun.backbones.cnn_bilstm import CNNBiLSTM
+    from mtlrun.data.base import InputSpec, Task, TextInputs
+    from mtlrun.methods.sparse import masked_supernet
+    from mtlrun.methods.sparse_ste import BernoulliMasks
+
+    torch.manual_seed(0)
+    tasks = [Task(n, "accuracy", ("x", "y")) for n in ("a", "b")]
+    backbone = CNNBiLSTM(
+        input_spec=InputSpec("text", n_words=12, n_chars=8),
+        word_dim=4, char_dim=3, char_filters=2, hidden=3,
+    )  # fmt: skip
+    model = masked_supernet(backbone, tasks, weights_only=False)
+    params = dict(model.blocks.named_parameters())
+    sampler = BernoulliMasks({t.name: {k: params[k].shape for k in model.maskable} for t in tasks})
+    model.set_source(sampler.sample, sampler.sample, sampler)
+    balancer = {
+        "mgda": lambda: MGDA(["a", "b"]),
+        "gradnorm": lambda: GradNorm(["a", "b"]),
+        "uncertainty": lambda: Uncertainty(["a", "b"]),
+        "hybrid": lambda: Hybrid(["a", "b"], ub="params"),
+    }[name]()
+    if name == "hybrid":
+        balancer.phase = 1  # its MGDA phase
+    lengths = torch.tensor([3, 2])
+    words = torch.randint(1, 12, (2, 3)) * (torch.arange(3) < lengths[:, None])
+    out = model(TextInputs(words, torch.randint(1, 8, (2, 3, 4)) * (words[..., None] > 0), lengths))
+    balancer.backward({t: o.pow(2).mean() for t, o in out.items()}, model)
+    pis = list(sampler.parameters())
+    assert pis and all(p.grad is not None and p.grad.abs().sum() > 0 for p in pis)
