@@ -45,8 +45,10 @@ class MaskedModel(MultiTaskModel):
         self.sampler: nn.Module | None = None  # holds search parameters (π), if any
         self._current: dict[str, Mapping[str, Tensor] | None] = {}
         # Run the tasks' masked passes through a shared trunk as one fused pass where the blocks
-        # support it (``forward_tasks``); False runs one pass per task (same results).
-        self.fuse_tasks = True
+        # support it (``forward_tasks``); False runs one pass per task (same results). None:
+        # fuse on a GPU, where one wide pass beats several launch-bound ones; on a CPU the
+        # block-diagonal LSTM's extra arithmetic costs more than it saves.
+        self.fuse_tasks: bool | None = None
         self._by_block: dict[str, list[tuple[str, str]]] = {}
         for key in self.maskable:
             block, pname = key.split(".", 1)
@@ -124,7 +126,10 @@ class MaskedModel(MultiTaskModel):
 
     def _fusable(self, tasks: list[str]) -> bool:
         """Several masked tasks on one trunk whose blocks all have ``forward_tasks``."""
-        if not self.fuse_tasks or len(tasks) < 2 or all(self._active[t] is None for t in tasks):
+        fuse = self.fuse_tasks
+        if fuse is None:
+            fuse = next(self.parameters()).is_cuda
+        if not fuse or len(tasks) < 2 or all(self._active[t] is None for t in tasks):
             return False
         trunk = self.paths[tasks[0]][:-1]
         return all(self.paths[t][:-1] == trunk for t in tasks) and all(

@@ -1,6 +1,7 @@
 """Seed 001 §4 balancer figures as tables, from each run's ``history.csv``: Figure 6 (training
 loss against wall time), Figure 3 (min-norm solver iterations) and Figure 4 (share of
-Pareto-stationary mini-batches), and the mean curves their plots draw.
+Pareto-stationary mini-batches and the ratio the KKT test thresholds), and the mean curves their
+plots draw.
 
 Runs are grouped by data, method, balancer and the overrides that change results; seeds of one
 setting are pooled (``mean ± std``, ddof=1, count in ``n``). A group is named by its balancer and
@@ -20,7 +21,13 @@ from itertools import accumulate
 
 from mtlrun.report.collect import Record, get, primary_metric
 from mtlrun.report.groups import setting_overrides
-from mtlrun.report.history import History, balancer_name, balancer_setting, history
+from mtlrun.report.history import (
+    HISTORY_FILE,
+    History,
+    balancer_name,
+    balancer_setting,
+    history,
+)
 from mtlrun.report.table import (
     NA,
     Table,
@@ -33,7 +40,11 @@ from mtlrun.report.table import (
 log = logging.getLogger(__name__)
 
 ITERATIONS = "mgda/iterations"
+# ``balancer.compare_solvers``: every min-norm problem also solved by both iterative solvers.
+COMPARED = ("frank_wolfe", "projection")
 KKT = "kkt/stationary"
+KKT_RATIO = "kkt/ratio"
+KKT_TOL = 0.05  # balancer.kkt_tol's default in every balancer's schema
 HYBRID_PHASE = "hybrid/phase"
 BALANCER_S = "time/balancer_s"
 TRAIN_S = "time/train_s"
@@ -110,18 +121,36 @@ def _balancer_overrides(record: Record) -> tuple[str, ...]:
 
 
 def compares_solvers(records: Sequence[Record]) -> bool:
-    """Whether runs of min-norm balancers use two or more solvers (``auto`` then prints fig3)."""
+    """Whether runs of min-norm balancers use two or more solvers, or a run solved its problems
+    with both (``balancer.compare_solvers``); ``auto`` then prints fig3."""
     solvers = {solver_of(r) for r in records if balancer_name(r) in SOLVING}
-    return len(solvers - {None}) > 1
+    return len(solvers - {None}) > 1 or any(_ran_both_solvers(r) for r in records)
+
+
+def _same_gradients(hist: History) -> bool:
+    """Whether the history holds ``mgda/iterations/<solver>`` of both iterative solvers."""
+    return all(hist.has(f"{ITERATIONS}/{s}") for s in COMPARED)
+
+
+def _ran_both_solvers(record: Record) -> bool:
+    # history.csv read only where it exists: ``auto`` must not warn about other tables' runs.
+    if balancer_name(record) not in SOLVING:
+        return False
+    if not (record.path.parent / HISTORY_FILE).is_file():
+        return False
+    hist = history(record)
+    return hist is not None and _same_gradients(hist)
 
 
 # Overrides that only switch the Pareto-stationarity monitor on or off.
 _MONITOR_ONLY = {"balancer.kkt_every"}
+# Hidden from fig3's grouping and labels: its Solver column and "(same gradients)" tell them.
+_BY_SOLVER = {"balancer.solver", "balancer.compare_solvers"}
 
 
 def _settings(record: Record, by_solver: bool) -> tuple[str, ...]:
     """What tells a run's setting apart, besides data, balancer name and seed."""
-    hidden = {"balancer", *_MONITOR_ONLY, *(["balancer.solver"] if by_solver else [])}
+    hidden = {"balancer", *_MONITOR_ONLY, *(_BY_SOLVER if by_solver else ())}
     kept = [o for o in setting_overrides(record) if _override_key(o) not in hidden]
     return (f"method={record.method}", *kept)
 
@@ -322,63 +351,118 @@ def fig6_table(records: Sequence[Record]) -> Table:
     return Table("fig6", title, headers, rows, notes)
 
 
+@dataclass(frozen=True)
+class SolverSeries:
+    """One row of fig3 and line of its plot: column ``column`` of ``group``'s runs, the
+    iterations of ``solver`` (``None``: unknown)."""
+
+    group: BalancerGroup
+    solver: str | None
+    column: str
+
+    @property
+    def label(self) -> str:
+        """``mgda (same gradients): frank_wolfe``, for the plot's legend."""
+        return self.group.label + (f": {self.solver}" if self.solver else "")
+
+
+def solver_series(records: Sequence[Record], warn: bool = True) -> list[SolverSeries]:
+    """Fig. 3's rows, per solver group of runs that logged ``mgda/iterations``: one series of
+    that column (the solver the update used) for runs that solved each problem once, and one
+    per iterative solver (``mgda/iterations/<solver>``, labelled "same gradients") for runs
+    that solved each problem with both (``balancer.compare_solvers=true``)."""
+    usable = _with_column(ITERATIONS, "fig3", warn=lambda r: warn and balancer_name(r) in SOLVING)
+    out = []
+    for g in balancer_groups(records, usable, by_solver=True):
+        alone = tuple(r for r in g.runs if not _same_gradients(r.history))
+        both = tuple(r for r in g.runs if _same_gradients(r.history))
+        if alone:
+            out.append(SolverSeries(dataclasses.replace(g, runs=alone), g.solver, ITERATIONS))
+        if both:
+            same = dataclasses.replace(g, label=f"{g.label} (same gradients)", runs=both)
+            out += [SolverSeries(same, s, f"{ITERATIONS}/{s}") for s in COMPARED]
+    return out
+
+
 def fig3_table(records: Sequence[Record]) -> Table:
-    """Seed 001 Figure 3 as a table: mean min-norm solver iterations per solved block
-    (``mgda/iterations``), at the first, middle and last epoch and over all epochs, per solver."""
-    groups = balancer_groups(
-        records,
-        _with_column(ITERATIONS, "fig3", warn=lambda r: balancer_name(r) in SOLVING),
-        by_solver=True,
-    )
+    """Seed 001 Figure 3 as a table: mean min-norm solver iterations per solved block at the
+    first, middle and last epoch and over all epochs, per solver: ``mgda/iterations`` of runs
+    that used one solver, and both solvers on the same gradients where a run logged
+    ``mgda/iterations/frank_wolfe`` and ``mgda/iterations/projection``."""
+    series = solver_series(records)
     headers = ["Balancer", "Solver", "Data", "n", "Epochs", "First", "Middle", "Last", "Mean"]
     rows = []
-    for g in groups:
-        picks = [_first_middle_last_mean(r.history.column(ITERATIONS)) for r in g.runs]
+    for s in series:
+        g = s.group
+        picks = [_first_middle_last_mean(r.history.column(s.column)) for r in g.runs]
         stats = [fmt_stat([p[k] for p in picks], scale=1.0, digits=1) for k in range(4)]
-        rows.append(
-            [g.name, g.solver or NA, g.data or NA, str(len(g.runs)), _epochs_text(g), *stats]
-        )
+        row = [g.name, s.solver or NA, g.data or NA, str(len(g.runs)), _epochs_text(g)]
+        rows.append(row + stats)
     notes = [
         "Iterations: the solver's mean over an epoch's mini-batches and shared blocks; "
         "Middle is epoch ⌈n/2⌉ of the epochs that solved a min-norm problem.",
         "Thesis (Fig. 3): the projection method needs far fewer iterations than Frank–Wolfe.",
     ]
-    ratio = _solver_ratio(groups)
+    if any(s.column != ITERATIONS for s in series):
+        notes.append(
+            "Same gradients (balancer.compare_solvers=true): every min-norm problem met in "
+            "training also solved by both solvers, on the same scaled Gram matrix; the update "
+            "used balancer.solver."
+        )
+    ratio = _solver_ratio(series)
     if ratio:
         notes.append(ratio)
-    notes += deviation_notes(r for g in groups for r in g.records)
+    runs = {r.rel: r for s in series for r in s.group.records}  # same-gradient runs: 2 rows
+    notes += deviation_notes(runs.values())
     title = "Seed 001 Figure 3: min-norm solver iterations per epoch"
     return Table("fig3", title, headers, rows, notes)
 
 
-def _solver_ratio(groups: Sequence[BalancerGroup]) -> str:
-    """``"frank_wolfe needs 5.2x the iterations of projection ..."`` when both ran once each."""
+def _solver_ratio(series: Sequence[SolverSeries]) -> str:
+    """``"frank_wolfe needs 5.2x the iterations of projection ..."``: from the same-gradient
+    series where there are any, else from runs of either solver."""
+    same = [s for s in series if s.column != ITERATIONS]
     means: dict[str, list[float]] = {}
-    for g in groups:
-        for run in g.runs:
-            mean = _first_middle_last_mean(run.history.column(ITERATIONS))[3]
-            if mean is not None and g.solver:
-                means.setdefault(g.solver, []).append(mean)
+    for s in same or series:
+        for run in s.group.runs:
+            mean = _first_middle_last_mean(run.history.column(s.column))[3]
+            if mean is not None and s.solver:
+                means.setdefault(s.solver, []).append(mean)
     fw, proj = means.get("frank_wolfe"), means.get("projection")
     if not fw or not proj or statistics.fmean(proj) <= 0:
         return ""
     times = statistics.fmean(fw) / statistics.fmean(proj)
-    return f"frank_wolfe needs {times:.1f}x the iterations of projection (means over epochs)."
+    where = " on the same min-norm problems" if same else ""
+    return (
+        f"frank_wolfe needs {times:.1f}x the iterations of projection{where} (means over epochs)."
+    )
 
 
 def fig4_table(records: Sequence[Record]) -> Table:
     """Seed 001 Figure 4 as a table: the share (%) of checked mini-batches that were Pareto-
     stationary (``kkt/stationary``, KKT condition 4.3) at the first, middle and last epoch and
-    over all epochs, per balancer."""
+    over all epochs, per balancer; the same four of ``kkt/ratio`` when a run logged it."""
     groups = balancer_groups(records, _with_column(KKT, "fig4"))
+    with_ratio = any(run.history.has(KKT_RATIO) for g in groups for run in g.runs)
     headers = ["Balancer", "Data", "n", "Epochs", "First %", "Middle %", "Last %", "Mean %"]
+    if with_ratio:
+        headers += ["Ratio first", "Ratio middle", "Ratio last", "Ratio mean"]
     rows = []
     for g in groups:
         picks = [_first_middle_last_mean(r.history.column(KKT)) for r in g.runs]
         stats = [fmt_stat([p[k] for p in picks], digits=1) for k in range(4)]
+        if with_ratio:
+            picks = [_first_middle_last_mean(r.history.column(KKT_RATIO)) for r in g.runs]
+            stats += [fmt_stat([p[k] for p in picks], scale=1.0, digits=3) for k in range(4)]
         rows.append([g.name, g.data or NA, str(len(g.runs)), _epochs_text(g), *stats])
-    notes = [
-        "Middle is epoch ⌈n/2⌉ of the epochs that were monitored.",
+    notes = ["Middle is epoch ⌈n/2⌉ of the epochs that were monitored."]
+    if with_ratio:
+        notes.append(
+            "Ratio (kkt/ratio): mean over checked mini-batches of the largest ||Σ α_t g_t|| / "
+            "max_t ||g_t|| over the shared blocks (0 = Pareto-stationary); a mini-batch counts "
+            f"as stationary when it is ≤ balancer.kkt_tol (default {KKT_TOL})."
+        )
+    notes += [
         "Thesis (Fig. 4): few mini-batches are Pareto-stationary early in training; the share "
         "rises as training goes on.",
         *deviation_notes(r for g in groups for r in g.records),
@@ -413,14 +497,39 @@ def loss_curves(records: Sequence[Record]) -> list[Curve]:
     return [_curve(g, lambda run: run.history.total_train_loss(run.record.tasks)) for g in groups]
 
 
+def _column(name: str) -> Callable[[Run], list[float | None]]:
+    return lambda run: run.history.column(name)
+
+
 def iteration_curves(records: Sequence[Record]) -> list[Curve]:
-    """Figure 3: mean solver iterations per epoch, one curve per solver group."""
-    groups = balancer_groups(records, _with_column(ITERATIONS, "fig3", _never), by_solver=True)
-    named = [dataclasses.replace(g, label=f"{g.label} {g.solver or ''}".strip()) for g in groups]
-    return [_curve(g, lambda run: run.history.column(ITERATIONS)) for g in named]
+    """Figure 3: mean solver iterations per epoch, one curve per row of fig3."""
+    series = solver_series(records, warn=False)
+    return [_curve(dataclasses.replace(s.group, label=s.label), _column(s.column)) for s in series]
 
 
 def kkt_curves(records: Sequence[Record]) -> list[Curve]:
     """Figure 4: share of Pareto-stationary mini-batches per epoch, one curve per group."""
     groups = balancer_groups(records, _with_column(KKT, "fig4", _never))
-    return [_curve(g, lambda run: run.history.column(KKT)) for g in groups]
+    return [_curve(g, _column(KKT)) for g in groups]
+
+
+def kkt_ratio_curves(records: Sequence[Record]) -> list[Curve]:
+    """Figure 4: ``kkt/ratio`` per epoch, one curve per curve of ``kkt_curves`` in the same
+    order (values ``None`` where no run of the group logged it)."""
+    groups = balancer_groups(records, _with_column(KKT, "fig4", _never))
+    return [_curve(g, _column(KKT_RATIO)) for g in groups]
+
+
+def kkt_tolerances(records: Sequence[Record]) -> list[float]:
+    """The distinct ``balancer.kkt_tol`` of the runs that logged ``kkt/ratio``, sorted (the
+    default where a run does not record it)."""
+    tols = set()
+    for record in records:
+        hist = history(record) if (record.path.parent / HISTORY_FILE).is_file() else None
+        if hist is None or not hist.has(KKT_RATIO):
+            continue
+        try:
+            tols.add(float(balancer_setting(record, "kkt_tol") or KKT_TOL))
+        except (TypeError, ValueError):
+            tols.add(KKT_TOL)
+    return sorted(tols)

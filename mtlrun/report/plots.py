@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mtlrun.report.balancing import Curve, iteration_curves, kkt_curves, loss_curves
+from mtlrun.report.balancing import (
+    Curve,
+    iteration_curves,
+    kkt_curves,
+    kkt_ratio_curves,
+    kkt_tolerances,
+    loss_curves,
+)
 from mtlrun.report.collect import Record
 from mtlrun.report.groups import sweep_series
 from mtlrun.report.table import mean_std
@@ -96,36 +104,72 @@ def plot_fig6(records: Sequence[Record], path: Path | str) -> Path | None:
     return _save(fig, path)
 
 
-def _by_epoch(
-    curves: Sequence[Curve], path: Path | str, ylabel: str, title: str, scale: float
-) -> Path:
-    """One line per curve against epoch, values times ``scale``."""
-    from matplotlib.figure import Figure
+def _epoch_panel(
+    ax: Any, curves: Sequence[Curve], ylabel: str, title: str, scale: float = 1.0
+) -> None:
+    """One line per curve against epoch, values times ``scale``; colours by position, so that
+    the panels of one figure agree."""
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for curve in curves:
+    for k, curve in enumerate(curves):
         scaled = replace(curve, values=[None if v is None else v * scale for v in curve.values])
-        _draw(ax, scaled, curve.epochs, marker="o")
+        _draw(ax, scaled, curve.epochs, marker="o", color=f"C{k % 10}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Log-axis labels as plain numbers (0.05, not 5e-02): powers of ten, 2 and 5 times them."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v: float, _: Any) -> str:
+        mantissa = round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+        return f"{v:g}" if mantissa in (2, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def plot_fig3(records: Sequence[Record], path: Path | str) -> Path | None:
-    """Seed 001 Figure 3: mean min-norm solver iterations per epoch, one line per solver.
-    Returns the PNG's path, or ``None`` when no run logged ``mgda/iterations``."""
+    """Seed 001 Figure 3: mean min-norm solver iterations per epoch, one line per row of the fig3
+    table (a run with ``balancer.compare_solvers=true`` draws both solvers on the same
+    gradients). Returns the PNG's path, or ``None`` when no run logged ``mgda/iterations``."""
+    from matplotlib.figure import Figure
+
     curves = iteration_curves(records)
     if not curves:
         return None
-    return _by_epoch(curves, path, "solver iterations (mean per block)", "min-norm solver", 1.0)
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    _epoch_panel(fig.subplots(), curves, "solver iterations (mean per block)", "min-norm solver")
+    return _save(fig, path)
 
 
 def plot_fig4(records: Sequence[Record], path: Path | str) -> Path | None:
     """Seed 001 Figure 4: share (%) of Pareto-stationary mini-batches per epoch, one line per
-    balancer. Returns the PNG's path, or ``None`` when no run logged ``kkt/stationary``."""
+    balancer (left) and, when a run logged it, ``kkt/ratio`` by epoch (right; log scale, dashed
+    line at ``balancer.kkt_tol``, below which a mini-batch counts as stationary). Returns the
+    PNG's path, or ``None`` when no run logged ``kkt/stationary``."""
+    from matplotlib.figure import Figure
+
     curves = kkt_curves(records)
     if not curves:
         return None
-    return _by_epoch(curves, path, "Pareto-stationary mini-batches (%)", "KKT condition", 100.0)
+    ratios = kkt_ratio_curves(records)
+    values = [v for c in ratios for v in c.values if v is not None]
+    fig = Figure(figsize=(11.0 if values else 6.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2 if values else 1, squeeze=False)[0]
+    share = "Pareto-stationary mini-batches (%)"
+    _epoch_panel(axes[0], curves, share, "KKT condition", 100.0)
+    if not values:
+        return _save(fig, path)
+    ax = axes[1]
+    for tol in kkt_tolerances(records):
+        ax.axhline(tol, color="grey", linestyle="--", linewidth=1, label=f"kkt_tol {tol:g}")
+    ratio = "‖Σ α g‖ / max ‖g‖ over tasks (kkt/ratio)"
+    _epoch_panel(ax, ratios, ratio, "distance from stationarity")
+    if min(values) > 0:  # a log axis drops zeros
+        ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
+    return _save(fig, path)

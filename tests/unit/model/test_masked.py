@@ -289,6 +289,8 @@ def test_trunk_runs_once_per_masked_task_and_once_when_dense() -> None:
     assert calls == {"embed": 1, "bilstm": 1}  # dense: a shared prefix is computed once
     model.set_masks(random_masks(model))
     calls.clear()
+    assert model.fuse_tasks is None  # auto: fused on a GPU only
+    model.fuse_tasks = True
     model(batch)
     assert calls == {}  # masked tasks together: one fused pass (forward_tasks), no forward()
     model.fuse_tasks = False

@@ -3,7 +3,8 @@
 Every number below is computable by hand from the histories written here (three epochs, tasks
 mnist and fashion). E.g. equal seeds end at total training loss 0.5+1.0=1.5 and 0.7+1.1=1.8,
 so 1.65 ± 0.2121 (ddof=1); MGDA's solver iterations 2, 3, 4 (projection) against 40, 60, 80
-(Frank-Wolfe) give means 3 and 60, a ratio of 20.
+(Frank-Wolfe) give means 3 and 60, a ratio of 20. A run with ``balancer.compare_solvers=true``
+logs both solvers on the same problems: 30, 50, 70 against 2, 3, 7, means 50 and 4, 12.5x.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import logging
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +30,14 @@ from mtlrun.report.balancing import (
     fig3_table,
     fig4_table,
     fig6_table,
+    iteration_curves,
+    kkt_ratio_curves,
+    kkt_tolerances,
 )
 from mtlrun.report.cli import main
 from mtlrun.report.collect import collect
 from mtlrun.report.history import balancer_name, balancer_setting, history
+from mtlrun.report.plots import plot_fig4
 from mtlrun.report.tables import generic_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -114,22 +120,24 @@ def runs(tmp_path: Path) -> Path:
         overrides = ["balancer=equal", "balancer.kkt_every=0"]  # monitor off: same setting
         metrics = _metrics("equal", {**acc, "mnist": acc_mnist}, overrides, seed)
         _write(root, f"equal_s{seed}", metrics, columns)
-    for solver, its, kkt, extra in [
-        ("projection", [2, 3, 4], [0.0, 0.25, 0.5], []),
-        ("frank_wolfe", [40, 60, 80], [0.0, 0.5, 1.0], ["balancer.solver=frank_wolfe"]),
+    # frank_wolfe: a run from before kkt/ratio was logged
+    for solver, its, kkt, ratio, extra in [
+        ("projection", [2, 3, 4], [0.0, 0.25, 0.5], [0.5, 0.3, 0.2], []),
+        ("frank_wolfe", [40, 60, 80], [0.0, 0.5, 1.0], None, ["balancer.solver=frank_wolfe"]),
     ]:
         columns = {
             **_losses([1.9, 0.9, 0.4], [1.9, 1.2, 0.8], 20.0),
             "time/balancer_s": [10.0] * 3,
             "mgda/iterations": its,
             "kkt/stationary": kkt,
+            **({"kkt/ratio": ratio} if ratio else {}),
         }
         metrics = _metrics("mgda", acc, ["balancer=mgda", *extra])
         _write(root, f"mgda_{solver}", metrics, columns, solver="projection")
-    for seed, (mnist, fashion, phases) in enumerate(
+    for seed, (mnist, fashion, phases, ratio) in enumerate(
         [
-            ([1.8, 0.8, 0.3], [1.8, 1.0, 0.6], [0, 0, 1]),
-            ([1.8, 0.8, 0.4], [1.8, 1.0, 0.7], [0, 1, 1]),
+            ([1.8, 0.8, 0.3], [1.8, 1.0, 0.6], [0, 0, 1], [None, None, 0.04]),
+            ([1.8, 0.8, 0.4], [1.8, 1.0, 0.7], [0, 1, 1], [None, 0.1, 0.06]),
         ]
     ):
         columns = {
@@ -137,12 +145,37 @@ def runs(tmp_path: Path) -> Path:
             "hybrid/phase": phases,
             "mgda/iterations": [None if p == 0 else 5 for p in phases],
             "kkt/stationary": [None if p == 0 else 1.0 for p in phases],
+            "kkt/ratio": ratio,
         }
         # seed 0 records its switch in metrics.json; seed 1 only in history.csv (hybrid/phase)
         extra = {"balancer": {"name": "hybrid", "switch_epoch": 3}} if seed == 0 else {}
         metrics = _metrics("hybrid", acc, ["balancer=hybrid"], seed, extra)
         _write(root, f"hybrid_s{seed}", metrics, columns)
     _write(root, "old_run", _metrics("Equal", acc, []), None)  # no history.csv
+    return root
+
+
+def _write_compare_run(root: Path) -> None:
+    """mgda with balancer.compare_solvers=true: projection (the default) updates, and both
+    solvers' iterations on the same problems are logged besides."""
+    columns = {
+        **_losses([1.9, 0.9, 0.4], [1.9, 1.2, 0.8], 20.0),
+        "mgda/iterations": [2, 3, 7],
+        "mgda/iterations/frank_wolfe": [30, 50, 70],
+        "mgda/iterations/projection": [2, 3, 7],
+        "kkt/stationary": [0.0, 0.0, 0.0],
+        "kkt/ratio": [0.4, 0.2, 0.1],
+    }
+    overrides = ["balancer=mgda", "balancer.compare_solvers=true"]
+    metrics = _metrics("mgda", {"mnist": 0.9, "fashion": 0.8}, overrides)
+    _write(root, "mgda_compare", metrics, columns, solver="projection")
+
+
+@pytest.fixture()
+def compare_run(tmp_path: Path) -> Path:
+    """One mgda run with balancer.compare_solvers=true (reproduce_fig3.sh's main run)."""
+    root = tmp_path / "fig3"
+    _write_compare_run(root)
     return root
 
 
@@ -224,20 +257,97 @@ def test_fig4_table_by_hand(runs: Path, caplog: pytest.LogCaptureFixture) -> Non
     with caplog.at_level(logging.WARNING, logger="mtlrun.report"):
         table = fig4_table(collect(runs))
     assert "equal_s0 for fig4: its history.csv has no kkt/stationary values" in caplog.text
-    assert _rows(table) == {
-        "hybrid †": ["hybrid †", "mnist3", "2", "3", *["100.0 ± 0.0"] * 4],
-        "mgda (balancer.solver=frank_wolfe) †": [
-            "mgda (balancer.solver=frank_wolfe) †",
-            "mnist3",
-            "1",
-            "3",
-            "0.0",
-            "50.0",
-            "100.0",
-            "50.0",
-        ],
-        "mgda †": ["mgda †", "mnist3", "1", "3", "0.0", "25.0", "50.0", "25.0"],
+    assert table.headers[4:] == [
+        "First %",
+        "Middle %",
+        "Last %",
+        "Mean %",
+        "Ratio first",
+        "Ratio middle",
+        "Ratio last",
+        "Ratio mean",
+    ]
+    rows = {name: row[1:] for name, row in _rows(table).items()}
+    assert rows == {
+        # kkt/ratio of the MGDA epochs: seed 0 0.04; seed 1 0.1, 0.06 (middle ⌈2/2⌉ = 1st,
+        # mean 0.08): first 0.07 ± 0.0424, last 0.05 ± 0.0141, mean 0.06 ± 0.0283
+        "hybrid †": ["mnist3", "2", "3", *["100.0 ± 0.0"] * 4]
+        + ["0.070 ± 0.042", "0.070 ± 0.042", "0.050 ± 0.014", "0.060 ± 0.028"],
+        # an older run without kkt/ratio
+        "mgda (balancer.solver=frank_wolfe) †": ["mnist3", "1", "3", "0.0", "50.0", "100.0"]
+        + ["50.0", "–", "–", "–", "–"],
+        "mgda †": ["mnist3", "1", "3", "0.0", "25.0", "50.0", "25.0"]
+        + ["0.500", "0.300", "0.200", "0.333"],
     }
+    assert any(note.startswith("Ratio (kkt/ratio)") for note in table.notes)
+
+
+def test_fig4_table_without_ratio_keeps_its_columns(runs: Path) -> None:
+    records = [r for r in collect(runs) if r.rel == "mgda_frank_wolfe"]
+    table = fig4_table(records)
+    assert table.headers[4:] == ["First %", "Middle %", "Last %", "Mean %"]
+    assert table.rows[0][4:] == ["0.0", "50.0", "100.0", "50.0"]
+    assert not any("kkt/ratio" in note for note in table.notes)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the IHDR chunk
+    return width, height
+
+
+def test_fig4_ratio_curves_and_plot(runs: Path, tmp_path: Path) -> None:
+    records = collect(runs)
+    curves = {c.label: c.values for c in kkt_ratio_curves(records)}
+    assert curves["mgda †"] == pytest.approx([0.5, 0.3, 0.2])
+    assert curves["mgda (balancer.solver=frank_wolfe) †"] == [None, None, None]
+    # epoch 2: only seed 1 had switched; epoch 3: mean of 0.04 and 0.06
+    assert curves["hybrid †"] == [None, pytest.approx(0.1), pytest.approx(0.05)]
+    assert kkt_tolerances(records) == [0.05]  # no run records it: the default
+    # a second panel (kkt/ratio) when a run logged it: 11 in wide at 120 dpi, else 6 in
+    two = plot_fig4(records, tmp_path / "two.png")
+    old = [r for r in records if r.rel == "mgda_frank_wolfe"]
+    one = plot_fig4(old, tmp_path / "one.png")
+    assert two is not None and _png_size(two) == (1320, 504)
+    assert one is not None and _png_size(one) == (720, 504)
+
+
+def test_fig3_table_same_gradients(compare_run: Path) -> None:
+    records = collect(compare_run)
+    assert compares_solvers(records)  # one run, but it ran both solvers: auto shows fig3
+    table = fig3_table(records)
+    assert [row[:2] + row[4:] for row in table.rows] == [
+        ["mgda (same gradients) †", "frank_wolfe", "3", "30.0", "50.0", "70.0", "50.0"],
+        ["mgda (same gradients) †", "projection", "3", "2.0", "3.0", "7.0", "4.0"],
+    ]
+    assert (
+        "frank_wolfe needs 12.5x the iterations of projection on the same min-norm problems "
+        "(means over epochs)." in table.notes
+    )
+    assert any(note.startswith("Same gradients") for note in table.notes)
+    assert sum("mgda_compare" in note for note in table.notes) == 1  # one deviation note
+    labels = [c.label for c in iteration_curves(records)]
+    assert labels == ["mgda (same gradients): frank_wolfe †", "mgda (same gradients): projection †"]
+
+
+def test_fig3_table_same_gradients_beside_separate_runs(runs: Path) -> None:
+    _write_compare_run(runs)  # as reproduce_fig3.sh with SEPARATE=1
+    records = collect(runs)
+    table = fig3_table(records)
+    by_solver = {(row[0], row[1]): row[4:] for row in table.rows}
+    assert by_solver == {
+        ("mgda †", "projection"): ["3", "2.0", "3.0", "4.0", "3.0"],
+        ("mgda †", "frank_wolfe"): ["3", "40.0", "60.0", "80.0", "60.0"],
+        ("mgda (same gradients) †", "frank_wolfe"): ["3", "30.0", "50.0", "70.0", "50.0"],
+        ("mgda (same gradients) †", "projection"): ["3", "2.0", "3.0", "7.0", "4.0"],
+        ("hybrid †", "–"): ["3", "5.0 ± 0.0", "5.0 ± 0.0", "5.0 ± 0.0", "5.0 ± 0.0"],
+    }
+    # the footnote's multiple comes from the same-gradient columns (50 / 4), not 60 / 3
+    assert any("12.5x" in note for note in table.notes)
+    assert not any("20.0x" in note for note in table.notes)
+    curves = {c.label: c.values for c in iteration_curves(records)}
+    assert curves["mgda: projection †"] == [2.0, 3.0, 4.0]
+    assert curves["mgda (same gradients): frank_wolfe †"] == [30.0, 50.0, 70.0]
+    assert curves["hybrid †"] == [None, 5.0, 5.0]
 
 
 def test_auto_prints_the_balancer_figures_only_when_they_compare(runs: Path) -> None:
@@ -245,6 +355,8 @@ def test_auto_prints_the_balancer_figures_only_when_they_compare(runs: Path) -> 
     assert compares_balancers(records) and compares_solvers(records)
     equal_only = [r for r in records if balancer_name(r) == "equal"]
     assert not compares_balancers(equal_only) and not compares_solvers(equal_only)
+    one_solver = [r for r in records if r.rel == "mgda_projection"]
+    assert not compares_solvers(one_solver)  # no compare columns, one solver
     lr_sweep = [dataclasses.replace(r, rel=f"{r.rel}_lr") for r in equal_only]
     for k, record in enumerate(lr_sweep):  # an optimiser sweep with one balancer compares none
         record.metrics["config"]["overrides"].append(f"optim.lr=0.{k + 1}")
