@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", *BUILDERS],
         default="auto",
         help="which table; auto (default): every table that applies, the per-run table always, "
-        "fig6/fig4 when the runs hold two or more balancers, fig3 when two or more MGDA solvers",
+        "fig6/fig4 when the runs hold two or more balancers, fig3 when two or more MGDA solvers "
+        "or a run with balancer.compare_solvers",
     )
     parser.add_argument(
         "--csv-dir",
