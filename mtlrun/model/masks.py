@@ -105,16 +105,17 @@ def mask_stats(masks: MaskSet) -> dict[str, object]:
     keys = list(shapes)
 
     def flat(t: str) -> Tensor:
+        # On the CPU piece by piece: a task without a key gets CPU zeros, its masks may be on a GPU.
         return torch.cat(
             [
-                (masks[t][k] > 0).flatten()
+                (masks[t][k] > 0).flatten().cpu()
                 if k in masks[t]
                 else torch.zeros(shapes[k].numel(), dtype=torch.bool)
                 for k in keys
             ]
         )
 
-    flats = {t: flat(t).cpu() for t in tasks}
+    flats = {t: flat(t) for t in tasks}
     kept = {t: int(flats[t].sum()) for t in tasks}
     density = {t: kept[t] / sum(m.numel() for m in masks[t].values()) for t in tasks}
     per_layer = {t: {k: float(m.float().mean()) for k, m in masks[t].items()} for t in tasks}
