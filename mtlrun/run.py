@@ -67,7 +67,13 @@ def seed_everything(seed: int) -> None:
 
 
 def git_commit() -> str | None:
-    """The commit of the mtlrun source tree (with ``-dirty`` when it has uncommitted changes)."""
+    """The commit of the mtlrun source tree (with ``-dirty`` when it has uncommitted changes).
+
+    ``MTLRUN_GIT_COMMIT``, when set, wins: a launcher that copies the tree to another machine
+    knows the commit better than a ``.git`` that may have travelled stale with the copy.
+    """
+    if os.environ.get("MTLRUN_GIT_COMMIT"):
+        return os.environ["MTLRUN_GIT_COMMIT"]
     root = Path(mtlrun.__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -87,8 +93,7 @@ def git_commit() -> str | None:
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        # A copy without .git (a container, a cluster node): the launcher may say the commit.
-        return os.environ.get("MTLRUN_GIT_COMMIT")
+        return None
 
 
 def _settings(cfg: DictConfig) -> TrainSettings:

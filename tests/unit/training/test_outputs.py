@@ -126,3 +126,13 @@ def test_balancer_plot_is_written_only_with_weights(tmp_path: Path) -> None:
     assert (tmp_path / "balancer.png").stat().st_size > 1000
     assert not plot_balancer(tmp_path / "none.png", [{"epoch": 1}], ["a", "b"])
     assert not (tmp_path / "none.png").exists()
+
+
+def test_git_commit_prefers_the_launchers_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtlrun.run import git_commit
+
+    monkeypatch.setenv("MTLRUN_GIT_COMMIT", "0a04ff7")
+    assert git_commit() == "0a04ff7"
+    monkeypatch.delenv("MTLRUN_GIT_COMMIT")
+    found = git_commit()
+    assert found is None or len(found.split("-")[0]) == 40  # a checkout's own HEAD, or nothing
