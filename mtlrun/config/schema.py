@@ -167,7 +167,7 @@ class SparseIMPConf(SparseMethodConf):
     rounds: int = 20
     final_density: float = 0.1
     prune_epochs: int = 2  # single-task training epochs per pruning round
-    stop_after_target: bool = True  # skip the rounds below the target density
+    stop_after_target: bool = True  # stop once the `candidates` rounds nearest the target ran
     candidates: int = 3  # rounds nearest the target compared on validation
 
 

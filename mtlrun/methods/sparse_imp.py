@@ -114,7 +114,9 @@ class SparseIMP:
                 self.density(r),
                 score,
             )
-            if r == self.rounds or (self.stop_after_target and self._passed_target(r)):
+            if r == self.rounds or (
+                self.stop_after_target and self._candidates_known(r, [c[1] for c in tried])
+            ):
                 break
             trained = {k: params[k].detach() for k in keys}
             mask = magnitude_prune(trained, mask, self.density(r + 1))
@@ -127,7 +129,15 @@ class SparseIMP:
         ]
         return chosen[2], history
 
-    def _passed_target(self, r: int) -> bool:
-        """True once enough rounds below the target exist for the candidate comparison."""
-        below = [q for q in range(r + 1) if self.density(q) < self.keep_ratio]
-        return len(below) >= max(1, self.candidates // 2)
+    def _candidates_known(self, r: int, tried: list[float]) -> bool:
+        """True once the ``candidates`` rounds nearest the target density have all been tried.
+
+        Densities fall with every round, so once the next round is below the target the untried
+        rounds only get farther from it: the search stops when the ``candidates``-th nearest
+        tried density is at least as near as the next round's.
+        """
+        if self.density(r + 1) > self.keep_ratio:
+            return False
+        gaps = sorted(abs(d - self.keep_ratio) for d in tried)
+        following = abs(self.density(r + 1) - self.keep_ratio)
+        return len(gaps) >= self.candidates and gaps[self.candidates - 1] <= following

@@ -55,11 +55,23 @@ def test_geometric_schedule_of_sun_et_al() -> None:
     )
 
 
-def test_search_stops_once_enough_rounds_are_below_the_target() -> None:
-    imp = SparseIMP(keep_ratio=0.5)  # densities: round 6 ≈ 0.501, round 7 ≈ 0.447
-    assert [r for r in range(21) if imp._passed_target(r)][0] == 7
-    assert not SparseIMP(keep_ratio=0.5, candidates=5)._passed_target(7)  # needs two below: round 8
-    assert SparseIMP(keep_ratio=0.5, candidates=5)._passed_target(8)
+def first_stop(imp: SparseIMP) -> int:
+    tried = []
+    for r in range(imp.rounds + 1):
+        tried.append(imp.density(r))
+        if imp._candidates_known(r, tried):
+            return r
+    return imp.rounds
+
+
+def test_search_stops_once_the_nearest_candidates_are_tried() -> None:
+    # Densities 0.1^(r/20): r5 0.562, r6 0.501, r7 0.447, r8 0.398, r9 0.355.
+    assert first_stop(SparseIMP(keep_ratio=0.5)) == 7  # nearest three: r6, r7, r5
+    assert first_stop(SparseIMP(keep_ratio=0.5, candidates=1)) == 6  # r6 is nearer than r7
+    # Five: r6, r7, r5, r8 (0.102), r4 (0.131); r9 (0.145) is farther, so stop at r8.
+    assert first_stop(SparseIMP(keep_ratio=0.5, candidates=5)) == 8
+    # Exactly on the target with one candidate: no round below it is trained.
+    assert first_stop(SparseIMP(keep_ratio=0.5, rounds=3, final_density=0.125, candidates=1)) == 1
 
 
 @pytest.mark.parametrize(
@@ -248,10 +260,10 @@ def test_imp_run_masks_rounds_and_per_task_main_phase(
         kept = metrics["masks"]["kept"][t]
         assert kept in exact, t
         assert metrics["masks"]["density"][t] == pytest.approx(kept / n_w)
-        # Rounds 0, 1, 2: round 2 (0.448) is the first below keep_ratio 0.5, so the search stops.
-        assert [row["round"] for row in rounds[t]] == [0, 1, 2]
+        # Densities 1, 0.669, 0.448, 0.3: the three nearest keep_ratio 0.5 are rounds 2, 1, 3.
+        assert [row["round"] for row in rounds[t]] == [0, 1, 2, 3]
         assert [row["density"] for row in rounds[t]] == pytest.approx(
-            [imp.density(r) for r in range(3)]
+            [imp.density(r) for r in range(4)]
         )
         chosen = [row for row in rounds[t] if row["chosen"]]
         assert len(chosen) == 1
@@ -261,7 +273,7 @@ def test_imp_run_masks_rounds_and_per_task_main_phase(
     assert metrics["time"]["search_s"] > 0
     with (tmp_path / "history.csv").open() as f:
         phases = [row["phase"] for row in csv.DictReader(f)]
-    assert phases == [f"imp/{t}/round{r}" for t in tasks for r in range(3)] + ["train"]
+    assert phases == [f"imp/{t}/round{r}" for t in tasks for r in range(4)] + ["train"]
     # Search rounds train one task jointly; the main phase makes one single-task update per task.
     main = [out for per_task, out in calls if per_task]
     assert main, "the main phase never asked for per-task updates"
