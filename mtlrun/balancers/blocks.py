@@ -144,6 +144,9 @@ def representation_ends(model: MultiTaskModel, tasks: Sequence[str], at: str) ->
         if at == "block":
             ends.append(b)
             continue
+        if any(b not in model.paths[t] for t in users[b]):  # read off the paths (cross-stitch)
+            ends.append(b)
+            continue
         following = {_next_block(model.paths[t], b) for t in users[b]}
         nxt = next(iter(following)) if len(following) == 1 else None
         if nxt is None or set(users[nxt]) != set(users[b]):
