@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def _main(cfg: DictConfig) -> float | None:
     except MtlrunError as e:
         print(f"mtlrun: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if "interrupted" in metrics:  # the result is on disk; tell the scheduler it was cut short
+        signum = signal.Signals[metrics["interrupted"]["signal"]]
+        print(f"mtlrun: stopped by {signum.name}; results so far in {run_dir}", file=sys.stderr)
+        sys.exit(128 + int(signum))
     # A sweeper optimises the returned value: the mean primary validation metric.
     scores = [next(iter(m.values())) for m in metrics.get("valid", {}).values()]
     return sum(scores) / len(scores) if scores else None

@@ -26,6 +26,7 @@ from mtlrun.training import checkpoint
 from mtlrun.training.context import RunContext
 from mtlrun.training.device import pick_device
 from mtlrun.training.evaluate import evaluate
+from mtlrun.training.interrupt import STOP, stop_on_signals
 from mtlrun.training.loop import FitState, TrainSettings, fit, restore
 from mtlrun.training.outputs import (
     plot_balancer,
@@ -215,7 +216,18 @@ def setup(
 def run(
     cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``."""
+    """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``.
+
+    A SIGTERM or SIGINT stops training after the current mini-batch; the best weights so far
+    are still tested and written, with ``metrics.json`` marked ``interrupted``.
+    """
+    with stop_on_signals():
+        return _run(cfg, run_dir, command, overrides)
+
+
+def _run(
+    cfg: DictConfig, run_dir: Path, command: str | None, overrides: list[str] | None
+) -> dict[str, Any]:
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -304,6 +316,17 @@ def run(
             "eval_s": round(time.perf_counter() - start, 3),
         },
         "epochs": {"trained": state.epoch, "best": state.best_epoch},
+        **(
+            {
+                "interrupted": {
+                    "signal": STOP.signal,
+                    "note": "training stopped by a signal; an epoch cut short is not counted and "
+                    "checkpoints/last.pt holds the last whole one (trainer.resume=true goes on)",
+                }
+            }
+            if STOP.requested
+            else {}
+        ),
         **({"balancer": balancer.summary()} if hasattr(balancer, "summary") else {}),
         "loss": {"test": test.loss, "valid": valid.loss},
         **(

@@ -21,6 +21,7 @@ from mtlrun.model.paths import MultiTaskModel
 from mtlrun.training import checkpoint
 from mtlrun.training.device import to_device
 from mtlrun.training.evaluate import Evaluation, evaluate, task_loss
+from mtlrun.training.interrupt import STOP
 from mtlrun.training.metrics import mean_primary
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,10 @@ def train_epoch(
             for task, loss in losses.items():
                 sums[task] = sums.get(task, torch.zeros((), device=device)) + loss.detach()
                 counts[task] = counts.get(task, 0) + 1
+            if STOP.requested:
+                break
+        if STOP.requested:
+            break
     out = {f"train/loss/{t}": float(s) / counts[t] for t, s in sums.items()}
     out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
     out["time/balancer_s"] = balancer_s
@@ -186,7 +191,7 @@ def fit(
     base_lr = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
         g["initial_lr"] = lr
-    while state.epoch < settings.max_epochs:
+    while state.epoch < settings.max_epochs and not STOP.requested:
         epoch = state.epoch
         for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
             g["lr"] = lr / (1.0 + settings.lr_decay * epoch)
@@ -197,6 +202,10 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
         }
         row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase))
+        if STOP.requested:
+            # The cut epoch is neither validated nor saved: last.pt stays at the last whole epoch.
+            log.warning("stopped by %s during epoch %d", STOP.signal, epoch + 1)
+            break
         if hasattr(balancer, "epoch_end"):
             losses = {
                 t.name: row[f"train/loss/{t.name}"] for t in tasks if f"train/loss/{t.name}" in row

@@ -97,3 +97,43 @@ def test_toy_hard_sharing_learns(compose_cfg, tmp_path: Path) -> None:
     assert metrics["test"]["pos"]["accuracy"] > 0.5
     assert metrics["test"]["chunk"]["f1"] > 0.5
     assert metrics["epochs"]["best"] >= 3
+
+
+def test_sigterm_keeps_the_result_and_resume_finishes_it(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM in epoch 2 of 3: the run stops after that mini-batch, tests the best whole
+    epoch and writes metrics.json marked interrupted; resuming ends as the uninterrupted run."""
+    import signal
+
+    from mtlrun.training import loop
+    from mtlrun.training.interrupt import STOP
+
+    original = loop.task_loss
+    calls = {"n": 0, "at": None}
+
+    def counting_loss(logits, target):
+        calls["n"] += 1
+        if calls["n"] == calls["at"]:
+            signal.raise_signal(signal.SIGTERM)
+        return original(logits, target)
+
+    monkeypatch.setattr(loop, "task_loss", counting_loss)
+    straight = run(compose_cfg([*BASE, "trainer.max_epochs=3"]), tmp_path / "straight")
+    per_epoch = calls["n"] // 3
+    calls.update(n=0, at=per_epoch + 4)  # a few mini-batches into epoch 2
+    cut = run(compose_cfg([*BASE, "trainer.max_epochs=3"]), tmp_path / "outputs" / "first")
+    assert cut["interrupted"]["signal"] == "SIGTERM"
+    assert cut["epochs"] == {"trained": 1, "best": 1}
+    assert set(cut["test"]) == {"pos", "chunk", "ner"}
+    on_disk = json.loads((tmp_path / "outputs" / "first" / "metrics.json").read_text())
+    assert on_disk["interrupted"]["signal"] == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone again
+    calls["at"] = None
+    resumed = run(
+        compose_cfg([*BASE, "trainer.max_epochs=3", "trainer.resume=true",
+                     f"trainer.resume_dir={tmp_path / 'outputs' / 'first'}"]),
+        tmp_path / "outputs" / "second",
+    )  # fmt: skip
+    assert not STOP.requested and "interrupted" not in resumed
+    assert stable(resumed) == stable(straight)
