@@ -89,9 +89,15 @@ class Record:
 
     @property
     def deviations(self) -> list[str]:
-        """``data.deviations``: how the run departs from the paper's protocol (empty: it does not)."""
+        """How the run departs from the paper's protocol (empty: it does not): ``data.deviations``,
+        and a stop by a signal (``interrupted``) with the epochs it reached."""
         deviations = get(self.metrics, "data", "deviations")
-        return [str(d) for d in deviations] if isinstance(deviations, list) else []
+        out = [str(d) for d in deviations] if isinstance(deviations, list) else []
+        signal = get(self.metrics, "interrupted", "signal")
+        if signal:
+            trained = get(self.metrics, "epochs", "trained")
+            out.append(f"stopped by {signal} after {trained} epoch(s)")
+        return out
 
     def test_metric(self, task: str, metric: str | None = None) -> float | None:
         """The test score of ``task`` as a fraction: ``metric``, else the task's primary metric."""

@@ -375,3 +375,11 @@ def test_python_m_mtlrun_report_runs_without_torch(runs: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "### Runs" in done.stdout and "02_hard_s1" in done.stdout
+
+
+def test_a_run_stopped_by_a_signal_counts_as_a_deviation(tmp_path: Path) -> None:
+    m = _metrics("hard", _conll(0.9, 0.8, 0.85))
+    assert Record(tmp_path, "whole", m).deviations == []
+    m["epochs"] = {"trained": 4, "best": 3}
+    m["interrupted"] = {"signal": "SIGTERM", "note": "..."}
+    assert Record(tmp_path, "cut", m).deviations == ["stopped by SIGTERM after 4 epoch(s)"]
