@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,13 +129,13 @@ def _resume_path(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Path
     root = next(
         (p for p in run_dir.resolve().parents if p.name == "outputs"), run_dir.resolve().parent
     )
-    path = checkpoint.find_resumable(root, config, exclude=run_dir.resolve())
-    if path is None:
+    found = checkpoint.find_resumable(root, config, exclude=run_dir.resolve())
+    if found is None:
         raise ConfigError(
             f"`trainer.resume=true` but no checkpoint under {root} was saved with this "
             "configuration; give `trainer.resume_dir=RUN_DIR`."
         )
-    return path
+    return found
 
 
 def _provenance(
@@ -230,7 +230,7 @@ def _run(
 ) -> dict[str, Any]:
     validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     settings = _settings(cfg)
     device = pick_device(cfg.trainer.device)
     seed_everything(settings.seed)

@@ -90,9 +90,11 @@ def task_param_grads(
 
 def flat(grads: Sequence[Tensor | None], ks: Sequence[int], params: Sequence[Tensor]) -> Tensor:
     """The block's gradient as one vector (missing gradients are zeros)."""
-    return torch.cat(
-        [(grads[k] if grads[k] is not None else torch.zeros_like(params[k])).flatten() for k in ks]
-    )
+    pieces = []
+    for k in ks:
+        g = grads[k]
+        pieces.append((g if g is not None else torch.zeros_like(params[k])).flatten())
+    return torch.cat(pieces)
 
 
 def assign(vector: Tensor, ks: Sequence[int], params: Sequence[Tensor]) -> None:
@@ -119,9 +121,11 @@ def add_outside_blocks(
     for k, p in enumerate(params):
         if k in done:
             continue
-        gs = [
-            (weights[t] if weights else 1.0) * g[k] for t, g in per_task.items() if g[k] is not None
-        ]
+        gs: list[Tensor] = []
+        for t, grads in per_task.items():
+            g = grads[k]
+            if g is not None:
+                gs.append((weights[t] if weights else 1.0) * g)
         if gs:
             add_grad(p, torch.stack(gs).sum(0))
 

@@ -103,7 +103,8 @@ class GradNorm(BlockBalancer):
             norms = []
             for t in users:
                 gs = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
-                norms.append(torch.sqrt(sum((g.double() ** 2).sum() for g in gs if g is not None)))
+                squares = [(g.double() ** 2).sum() for g in gs if g is not None]
+                norms.append(torch.stack(squares).sum().sqrt() if squares else torch.zeros(()))
             out.append((users, torch.stack(norms).float()))
         return out
 

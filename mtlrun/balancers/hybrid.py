@@ -57,11 +57,11 @@ class Hybrid(BlockBalancer):
         if not eps >= 0:
             raise ConfigError(f"`balancer.eps` should be >= 0. Found `balancer.eps = {eps}`.")
         self.eps, self.ub = float(eps), ub
-        self.options = dict(
-            alpha=alpha, lr=lr, solver=solver, normalize=normalize, at=at, max_iter=max_iter
-        )
+        self.alpha, self.lr, self.solver, self.normalize = alpha, lr, solver, normalize
+        self.at, self.max_iter = at, max_iter
         self.kkt = (kkt_every, kkt_tol)
-        self.phase, self.switch_epoch = 0, None
+        self.phase: int = 0
+        self.switch_epoch: int | None = None
         self.previous: dict[str, float] | None = None
         self.space: str | None = None if ub == "auto" else ub
         self.gradnorm: GradNorm | None = None
@@ -72,15 +72,14 @@ class Hybrid(BlockBalancer):
         self.uses_taps = ub in ("auto", "z")
 
     def _build(self, space: str) -> None:
-        o = self.options
         self.space = space
         self.gradnorm = GradNorm(
-            self.tasks, on=space, alpha=o["alpha"], lr=o["lr"], at=o["at"],
+            self.tasks, on=space, alpha=self.alpha, lr=self.lr, at=self.at,
             kkt_every=self.kkt[0], kkt_tol=self.kkt[1], name=self.name,
         )  # fmt: skip
         self.mgda = MGDA(
-            self.tasks, solver=o["solver"], normalize=o["normalize"], on=space, at=o["at"],
-            max_iter=o["max_iter"], kkt_every=self.kkt[0], kkt_tol=self.kkt[1], name=self.name,
+            self.tasks, solver=self.solver, normalize=self.normalize, on=space, at=self.at,
+            max_iter=self.max_iter, kkt_every=self.kkt[0], kkt_tol=self.kkt[1], name=self.name,
         )  # fmt: skip
         self.uses_taps = space == "z"
         if self._pending:
@@ -90,7 +89,7 @@ class Hybrid(BlockBalancer):
     def _resolve(self, losses: dict[str, Tensor], model: MultiTaskModel) -> None:
         tasks = list(losses)
         try:
-            B.shared_outputs(model, B.representation_ends(model, tasks, self.options["at"]), tasks,
+            B.shared_outputs(model, B.representation_ends(model, tasks, self.at), tasks,
                              self.name)  # fmt: skip
             space = "z"
         except ConfigError:

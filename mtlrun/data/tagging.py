@@ -84,7 +84,7 @@ class TaggingData:
             f"{name}: {split} cut to the first {limits[split]} of {len(splits[split])} sentences "
             f"(data.limit_{'train' if split == 'train' else 'eval'})"
             for split in splits
-            if limits[split] and limits[split] < len(splits[split])
+            if (limit := limits[split]) and limit < len(splits[split])
         ]
         train = self.sentences["train"]
         counts = Counter(normalise_word(w) for s in train for w in s.words)

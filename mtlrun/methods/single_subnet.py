@@ -22,7 +22,7 @@ class SingleSubnet(SparseIMP):
     update = "joint"  # the tasks share no parameter: one joint step is k independent steps
 
     def __init__(self, *args: object, name: str = "single_subnet", **kwargs: object) -> None:
-        super().__init__(*args, name=name, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, name=name, **kwargs)  # type: ignore[arg-type,misc]
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MaskedModel:
         blocks, paths = private_copies(backbone, tasks)

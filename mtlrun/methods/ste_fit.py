@@ -166,7 +166,7 @@ def plot_fit(path: Path, pi: Tensor, target: Tensor, seed: int) -> None:
     plt.close(fig)
 
 
-def _check(key: str, value: float, ok: bool, should: str) -> None:
+def _check(key: str, value: object, ok: bool, should: str) -> None:
     if not ok:
         raise ConfigError(f"`method.{key}` should be {should}. Found `method.{key} = {value}`.")
 

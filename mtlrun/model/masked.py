@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,13 @@ from torch.func import functional_call
 from mtlrun.backbones.accounting import count_parameters, counted_parameters
 from mtlrun.model.masks import MaskSet
 from mtlrun.model.paths import MultiTaskModel
+
+
+class FusedBlock(Protocol):
+    """A block that runs several tasks' weight sets in one pass (e.g. the CNN-BiLSTM blocks)."""
+
+    def forward_tasks(self, xs: Sequence[Any], params: Sequence[dict[str, Tensor]]) -> list: ...
+
 
 # Returns, for one task, the mask of each masked key (or None: run the dense weights).
 MaskSource = Callable[[str], Mapping[str, Tensor] | None]
@@ -138,7 +145,7 @@ class MaskedModel(MultiTaskModel):
 
     def _task_params(self, name: str, task: str) -> dict[str, Tensor]:
         """Block ``name``'s parameters as task ``task`` sees them (θ ⊙ M_t on masked keys)."""
-        params = dict(self.blocks[name].named_parameters())
+        params: dict[str, Tensor] = dict(self.blocks[name].named_parameters())
         mask = self._active.get(task)
         if mask is not None:
             for key, pname in self._by_block.get(name, []):
@@ -150,7 +157,7 @@ class MaskedModel(MultiTaskModel):
         xs: list[Any] = [inputs] * len(tasks)
         for name in self.paths[tasks[0]][:-1]:
             params = [self._task_params(name, t) for t in tasks]
-            xs = self.blocks[name].forward_tasks(xs, params)
+            xs = cast(FusedBlock, self.blocks[name]).forward_tasks(xs, params)
             for t, x in zip(tasks, xs, strict=True):
                 self.tap(name, t, x)
         out = {}

@@ -89,7 +89,8 @@ class MultiTaskModel(nn.Module):
         cache: dict[Any, Any] = {}
         out: dict[str, Tensor] = {}
         for task in tasks if tasks is not None else self.paths:
-            x, prefix = inputs, ()
+            x: Any = inputs
+            prefix: tuple[str, ...] = ()
             for name in self.paths[task]:
                 prefix = (*prefix, name)
                 key = self.cache_key(task, prefix)

@@ -45,9 +45,10 @@ def stop_on_signals() -> Iterator[StopFlag]:
     previous = {s: signal.getsignal(s) for s in SIGNALS}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        sig = signal.Signals(signum)
+        name = sig.name
         if STOP.requested:  # a second signal: the default behaviour
-            signal.signal(signum, previous[signum])
+            signal.signal(sig, previous[sig])
             signal.raise_signal(signum)
             return
         STOP.signal = name

@@ -295,8 +295,9 @@ def restore(
 ) -> tuple[FitState, dict[str, Any]]:
     """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
     payload = checkpoint.load(path)
-    if "masks" in payload and hasattr(model, "set_masks"):
-        model.set_masks(payload["masks"])  # mask buffers must exist before the state loads
+    set_masks = getattr(model, "set_masks", None)
+    if "masks" in payload and set_masks is not None:
+        set_masks(payload["masks"])  # mask buffers must exist before the state loads
     # Not strict for searched models: their search parameters (π) need not be rebuilt to resume.
     model.load_state_dict(payload["model"], strict=strict)
     optimizer.load_state_dict(payload["optimizer"])
