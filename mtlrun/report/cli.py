@@ -10,15 +10,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mtlrun.report.balancing import (
-    compares_balancers,
-    compares_solvers,
-    fig3_table,
-    fig4_table,
-    fig6_table,
-)
+from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.collect import Record, collect
 from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
+from mtlrun.report.solver_iterations import compares_solvers, fig3_table
+from mtlrun.report.stationarity import fig4_table
 from mtlrun.report.table import Table
 from mtlrun.report.tables import (
     generic_table,
@@ -28,6 +24,7 @@ from mtlrun.report.tables import (
     table_4_2,
     table_4_3,
 )
+from mtlrun.report.wall_time import fig6_table
 
 # --table choice -> builder, in the order ``auto`` prints them.
 BUILDERS: dict[str, Callable[[Sequence[Record]], Table]] = {

@@ -8,17 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mtlrun.report.balancing import (
-    Curve,
-    iteration_curves,
-    kkt_curves,
-    kkt_ratio_curves,
-    kkt_tolerances,
-    loss_curves,
-)
+from mtlrun.report.balancing import Curve
 from mtlrun.report.collect import Record
 from mtlrun.report.groups import sweep_series
+from mtlrun.report.solver_iterations import iteration_curves
+from mtlrun.report.stationarity import kkt_curves, kkt_ratio_curves, kkt_tolerances
 from mtlrun.report.table import mean_std
+from mtlrun.report.wall_time import loss_curves
 
 
 def plot_keep_ratio(records: Sequence[Record], path: Path | str) -> Path | None:

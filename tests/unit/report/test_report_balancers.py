@@ -24,21 +24,15 @@ from typing import Any
 
 import pytest
 
-from mtlrun.report.balancing import (
-    compares_balancers,
-    compares_solvers,
-    fig3_table,
-    fig4_table,
-    fig6_table,
-    iteration_curves,
-    kkt_ratio_curves,
-    kkt_tolerances,
-)
+from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.cli import main
 from mtlrun.report.collect import collect
 from mtlrun.report.history import balancer_name, balancer_setting, history
 from mtlrun.report.plots import plot_fig4
+from mtlrun.report.solver_iterations import compares_solvers, fig3_table, iteration_curves
+from mtlrun.report.stationarity import fig4_table, kkt_ratio_curves, kkt_tolerances
 from mtlrun.report.tables import generic_table
+from mtlrun.report.wall_time import fig6_table
 
 REPO = Path(__file__).resolve().parents[3]
 BENCH = REPO / "scripts" / "bench_balancers.py"
