@@ -32,12 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from mtlrun.config.schema import register_configs
-from mtlrun.config.source import REPO_CONF, config_module_available
+from mtlrun.config.source import compose_config
 from mtlrun.config.validate import validate
 from mtlrun.data.mnist3 import FOLDERS, MNIST3_TASKS, TEST_FILES, TRAIN_FILES
 from mtlrun.errors import MtlrunError
@@ -68,15 +66,6 @@ ROWS = (
 )
 # (backbone, row label) -> at most this many times equal's seconds per step.
 GOALS = {("cnn_bilstm", "mgda_ub"): 1.3, ("lenet_bn", "mgda projection"): 2.0}
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    register_configs()
-    if config_module_available():
-        with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(REPO_CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def write_tiny_mnist3(root: Path, n_train: int = 512, n_test: int = 128) -> Path:
@@ -171,12 +160,12 @@ def bench(
 ) -> tuple[float | None, str, DictConfig | None]:
     """Seconds per step of one row, or ``None`` and why it was skipped."""
     try:
-        cfg = compose_cfg([*base, *row.overrides])
+        cfg = compose_config([*base, *row.overrides])
     except HydraException as err:
         return None, f"not in this tree: {str(err).splitlines()[0]}", None
     monitor = "kkt_every" in cfg.balancer
     if monitor:
-        cfg = compose_cfg([*base, *row.overrides, "balancer.kkt_every=0"])
+        cfg = compose_config([*base, *row.overrides, "balancer.kkt_every=0"])
     try:
         validate(cfg)
         sec = time_row(cfg, row, args.steps, args.warmup, args.repeats, device)

@@ -16,23 +16,12 @@ import argparse
 import time
 
 import torch
-from hydra import compose, initialize_config_dir, initialize_config_module
 
-from mtlrun.config.schema import register_configs
-from mtlrun.config.source import REPO_CONF, config_module_available
+from mtlrun.config.source import compose_config
 from mtlrun.methods.sparse_ste import BernoulliMasks
 from mtlrun.run import build, setup
 from mtlrun.training.device import pick_device
 from mtlrun.training.loop import Phase, TrainSettings, train_epoch
-
-
-def compose_cfg(overrides: list[str]):
-    register_configs()
-    if config_module_available():
-        with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(REPO_CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def time_steps(cfg, mode: str, steps: int, device: torch.device, fuse: bool = True) -> float:
@@ -125,7 +114,7 @@ def main() -> None:
     ]
     results = []
     for label, overrides, mode, fuse in rows:
-        cfg = compose_cfg(base + overrides)
+        cfg = compose_config(base + overrides)
         results.append((label, time_steps(cfg, mode, args.steps, device, fuse)))
     hard = results[0][1]
     print(

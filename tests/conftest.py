@@ -7,11 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir, initialize_config_module
 from omegaconf import DictConfig
 
-from mtlrun.config.schema import register_configs
-from mtlrun.config.source import REPO_CONF, config_module_available
+from mtlrun.config.source import compose_config
 from tests.helpers.fakedata import write_conll_dir, write_mnist_family
 
 # Small enough for a 2-core laptop: the structure of every model is kept, only widths shrink.
@@ -44,16 +42,7 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def compose_cfg(monkeypatch: pytest.MonkeyPatch, fake_data_root: Path) -> Callable[..., DictConfig]:
     """Compose the shipped config with overrides, MTLRUN_DATA pointing at the fake data."""
     monkeypatch.setenv("MTLRUN_DATA", str(fake_data_root))
-    register_configs()
-
-    def _compose(overrides: list[str]) -> DictConfig:
-        if config_module_available():
-            with initialize_config_module(config_module="mtlrun.conf", version_base="1.3"):
-                return compose(config_name="config", overrides=overrides)
-        with initialize_config_dir(config_dir=str(REPO_CONF), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-
-    return _compose
+    return compose_config
 
 
 @pytest.fixture()

@@ -7,7 +7,9 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from mtlrun.balancers import blocks as B
 from mtlrun.balancers.blocks import StationarityMonitor
+from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -25,6 +27,14 @@ class Balancer(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    """A ConfigError naming ``balancer.<key>`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(
+            f"`balancer.{key}` should be one of {', '.join(allowed)}. Found `balancer.{key} = {value}`."
+        )
+
+
 class BlockBalancer:
     """What every balancer shares: its tasks, the KKT monitor and the per-epoch hook.
 
@@ -38,6 +48,18 @@ class BlockBalancer:
     def __init__(self, tasks: Sequence[str], name: str, kkt_every: int, kkt_tol: float) -> None:
         self.tasks, self.name = list(tasks), name
         self.monitor = StationarityMonitor(kkt_every, kkt_tol)
+
+    def monitor_params(self, losses: dict[str, Tensor], model: MultiTaskModel) -> None:
+        """The KKT check on parameter gradients, for balancers that solve no min-norm problem.
+
+        Costs one extra backward pass per task, so it runs on one mini-batch in ``kkt_every``.
+        """
+        if not self.monitor.due() or len(losses) < 2:
+            return
+        params = B.trainable(model)
+        per_task = B.task_param_grads(losses, params)
+        blocks = B.param_blocks(model, params, list(losses))
+        self.monitor.record(B.check_param_stationarity(per_task, blocks, params, self.monitor.tol))
 
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         return self.monitor.epoch_log()

@@ -8,27 +8,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mtlrun.balancers import blocks as B
 from mtlrun.balancers.base import BlockBalancer
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
-
-
-def monitor_params(
-    balancer: BlockBalancer, losses: dict[str, Tensor], model: MultiTaskModel
-) -> None:
-    """The KKT check on parameter gradients for balancers that do not solve min-norm problems.
-
-    Costs one extra backward pass per task, so it runs on one mini-batch in ``kkt_every``.
-    """
-    if not balancer.monitor.due() or len(losses) < 2:
-        return
-    params = B.trainable(model)
-    per_task = B.task_param_grads(losses, params)
-    blocks = B.param_blocks(model, params, list(losses))
-    balancer.monitor.record(
-        B.check_param_stationarity(per_task, blocks, params, balancer.monitor.tol)
-    )
 
 
 class Equal(BlockBalancer):
@@ -56,7 +38,7 @@ class Equal(BlockBalancer):
         self.weights = {t: float(weights.get(t, 1.0)) for t in tasks}
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
-        monitor_params(self, losses, model)
+        self.monitor_params(losses, model)
         total = torch.stack([self.weights[t] * loss for t, loss in losses.items()]).sum()
         total.backward()
         return {f"weight/{t}": self.weights[t] for t in losses}

@@ -22,9 +22,7 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer
-from mtlrun.balancers.equal import monitor_params
-from mtlrun.balancers.mgda import check_choice
+from mtlrun.balancers.base import BlockBalancer, check_choice
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
@@ -92,7 +90,7 @@ class GradNorm(BlockBalancer):
     def _norms_params(
         self, losses: dict[str, Tensor], model: MultiTaskModel
     ) -> list[tuple[list[str], Tensor]]:
-        monitor_params(self, losses, model)
+        self.monitor_params(losses, model)
         tasks = list(losses)
         out = []
         for b in B.representation_ends(model, tasks, self.at):

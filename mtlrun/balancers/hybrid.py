@@ -20,9 +20,9 @@ from typing import Any
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer
+from mtlrun.balancers.base import BlockBalancer, check_choice
 from mtlrun.balancers.gradnorm import GradNorm
-from mtlrun.balancers.mgda import MGDA, NORMALIZATIONS, check_choice
+from mtlrun.balancers.mgda import MGDA, NORMALIZATIONS
 from mtlrun.balancers.min_norm import SOLVERS
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel

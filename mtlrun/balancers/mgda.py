@@ -17,19 +17,12 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer
+from mtlrun.balancers.base import BlockBalancer, check_choice
 from mtlrun.balancers.min_norm import SOLVERS, gram_matrix, min_norm
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
-
-
-def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"`balancer.{key}` should be one of {', '.join(allowed)}. Found `balancer.{key} = {value}`."
-        )
 
 
 class MGDA(BlockBalancer):

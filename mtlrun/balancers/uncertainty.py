@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers.base import BlockBalancer
-from mtlrun.balancers.equal import monitor_params
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
@@ -51,7 +50,7 @@ class Uncertainty(BlockBalancer):
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
         self._to(next(iter(losses.values())).device)
-        monitor_params(self, losses, model)
+        self.monitor_params(losses, model)
         ks = torch.tensor([self._index[t] for t in losses], device=self.log_var.device)
         s = self.log_var[ks]
         total = (0.5 * torch.exp(-s) * torch.stack(list(losses.values())) + 0.5 * s).sum()
