@@ -14,8 +14,13 @@ from omegaconf import DictConfig
 from mtlrun.config.schema import register_configs
 from mtlrun.config.source import hydra_config_path
 from mtlrun.errors import MtlrunError
+from mtlrun.training.run_dir import discard_if_empty, register_resolvers, unwritable_ancestor
 
 log = logging.getLogger("mtlrun")
+
+# Exit statuses besides 0 and 128 + signal: a refused config, bad data or a failed write; a
+# diverged run (its metrics.json is written, marked ``diverged``).
+EXIT_ERROR, EXIT_DIVERGED = 2, 3
 
 
 @hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name="config")
@@ -27,19 +32,56 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         metrics = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
     except MtlrunError as e:
+        discard_if_empty(run_dir)  # Hydra made the folder; a rejected run leaves nothing
         print(f"mtlrun: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if "interrupted" in metrics:  # the result is on disk; tell the scheduler it was cut short
-        signum = signal.Signals[metrics["interrupted"]["signal"]]
+        sys.exit(EXIT_ERROR)
+    if "diverged" in metrics:
+        print(f"mtlrun: error: {metrics['diverged']['note']}; see {run_dir}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
+    stopped = metrics.get("interrupted")
+    if stopped and stopped.get("signal"):  # the result is on disk; tell the scheduler
+        signum = signal.Signals[stopped["signal"]]
         print(f"mtlrun: stopped by {signum.name}; results so far in {run_dir}", file=sys.stderr)
         sys.exit(128 + int(signum))
-    # A sweeper optimises the returned value: the mean primary validation metric.
-    scores = [next(iter(m.values())) for m in metrics.get("valid", {}).values()]
+    if stopped:
+        print(f"mtlrun: error: {stopped['reason']}; results so far in {run_dir}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    return objective(metrics)
+
+
+def objective(metrics: dict) -> float | None:
+    """What a sweeper optimises: the mean over tasks of the primary validation metric.
+
+    ``metrics["primary"]`` names each task's primary metric (``Task.metric``: accuracy for POS
+    and the image tasks, F1 for chunking and NER), the model-selection score of the run.
+    """
+    valid = metrics.get("valid", {})
+    scores = [valid[t][m] for t, m in metrics.get("primary", {}).items() if m in valid.get(t, {})]
     return sum(scores) / len(scores) if scores else None
+
+
+def _output_base(argv: list[str]) -> Path:
+    """Where Hydra will create run folders, from the command line (default ``outputs/``)."""
+    key = "hydra.sweep.dir=" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir="
+    for arg in argv:
+        if arg.startswith(key) and "${" not in arg:
+            return Path(arg.split("=", 1)[1])
+    return Path("outputs")
 
 
 def main() -> None:
     register_configs()
+    register_resolvers()
+    if not any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info") for a in sys.argv):
+        blocked = unwritable_ancestor(_output_base(sys.argv[1:]))
+        if blocked is not None:
+            print(
+                f"mtlrun: error: cannot create run folders under {blocked}: it is not a "
+                "writable folder (choose another with hydra.run.dir=PATH, or run from a "
+                "writable folder)",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_ERROR)
     _main()
 
 

@@ -13,3 +13,11 @@ class ConfigError(MtlrunError):
 
 class DataError(MtlrunError):
     """A data file is missing or malformed; the message names the file (and line)."""
+
+
+class StorageError(MtlrunError):
+    """A file could not be written (no space left, a file-size limit, no permission)."""
+
+
+class DivergedError(MtlrunError):
+    """Training produced a non-finite loss or gradient; the message names task, epoch and step."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -9,6 +10,8 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import mtlrun
 from mtlrun.config.validate import validate
-from mtlrun.errors import ConfigError, MtlrunError
+from mtlrun.errors import ConfigError, MtlrunError, StorageError
 from mtlrun.model.masked import MaskedModel
 from mtlrun.training import checkpoint
-from mtlrun.training.context import RunContext
+from mtlrun.training.context import RunContext, SearchStopped
 from mtlrun.training.device import pick_device
 from mtlrun.training.evaluate import evaluate
 from mtlrun.training.interrupt import STOP, stop_on_signals
@@ -35,6 +38,7 @@ from mtlrun.training.outputs import (
     write_json,
     write_predictions,
 )
+from mtlrun.training.run_dir import RunFolder, no_space, storage_error
 
 log = logging.getLogger("mtlrun")
 
@@ -113,29 +117,56 @@ def _settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
-def _resume_path(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Path | None:
-    if not cfg.trainer.resume:
-        return None
+@dataclasses.dataclass
+class Resume:
+    """Where a run continues from: a run folder and its main ``last.pt`` (None: its search)."""
+
+    run_dir: Path
+    last: Path | None
+    payload: dict[str, Any] | None = None
+
+
+def _resume(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Resume | None:
+    """The run to continue: ``trainer.resume_dir`` (implies resuming), or with
+    ``trainer.resume=true`` the newest unfinished same-config run under ``outputs/`` (the run's
+    own folder included: a job restarted into its folder continues there)."""
     if cfg.trainer.resume_dir:
-        path = Path(cfg.trainer.resume_dir) / "checkpoints" / "last.pt"
-        if not path.is_file():
-            raise ConfigError(f"`trainer.resume_dir` has no checkpoint: {path} does not exist.")
-        diff = checkpoint.config_differences(checkpoint.load(path).get("config", {}), config)
+        folder = Path(cfg.trainer.resume_dir)
+        found = checkpoint.resumable_checkpoint(folder)
+        if found is None:
+            raise ConfigError(
+                f"`trainer.resume_dir={folder}` holds no checkpoint to continue "
+                f"({folder / 'checkpoints' / 'last.pt'} does not exist)."
+            )
+        main = folder / "checkpoints" / "last.pt"
+        payload = checkpoint.load(main) if main.is_file() else None
+        saved = checkpoint.saved_config(folder)
+        if saved is None:
+            saved = (payload or {}).get("config", {})
+        diff = checkpoint.config_differences(saved, config)
         if diff:
             raise ConfigError(
-                f"cannot resume {path}: it was trained with different values of {diff}."
+                f"cannot resume {folder}: it was trained with different values of "
+                f"{checkpoint.describe_differences(saved, config, diff)}."
             )
-        return path
+        return Resume(folder, main if payload is not None else None, payload)
+    if not cfg.trainer.resume:
+        return None
     root = next(
         (p for p in run_dir.resolve().parents if p.name == "outputs"), run_dir.resolve().parent
     )
-    found = checkpoint.find_resumable(root, config, exclude=run_dir.resolve())
-    if found is None:
-        raise ConfigError(
-            f"`trainer.resume=true` but no checkpoint under {root} was saved with this "
-            "configuration; give `trainer.resume_dir=RUN_DIR`."
-        )
-    return found
+    for folder in checkpoint.find_resumable(root, config):
+        main = folder / "checkpoints" / "last.pt"
+        if not main.is_file():
+            return Resume(folder, None)
+        try:
+            return Resume(folder, main, checkpoint.load(main))
+        except ConfigError as e:
+            log.warning("skipping an unreadable checkpoint: %s", e)
+    raise ConfigError(
+        f"`trainer.resume=true` but every same-config checkpoint under {root} is unreadable "
+        "(see the warnings above)."
+    )
 
 
 def _provenance(
@@ -145,7 +176,7 @@ def _provenance(
     device: torch.device | str,
     command: str | None,
     overrides: list[str] | None,
-    resumed_from: Path | None = None,
+    resume: Resume | None = None,
 ) -> dict[str, Any]:
     """The ``config`` and ``run`` entries of metrics.json: what ran, how, from which commit."""
     return {
@@ -167,7 +198,8 @@ def _provenance(
             "mtlrun_version": mtlrun.__version__,
             "torch_version": torch.__version__,
             "device": str(device),
-            "resumed_from": str(resumed_from) if resumed_from else None,
+            "resumed_from": str(resume.last or resume.run_dir) if resume else None,
+            "resumed_from_dir": str(resume.run_dir.resolve()) if resume else None,
         },
     }
 
@@ -218,23 +250,111 @@ def run(
 ) -> dict[str, Any]:
     """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``.
 
-    A SIGTERM or SIGINT stops training after the current mini-batch; the best weights so far
-    are still tested and written, with ``metrics.json`` marked ``interrupted``.
+    The run owns ``run_dir`` (an exclusive lock; a folder holding another run's result is
+    refused). A SIGTERM or SIGINT stops training after the current mini-batch; the best whole
+    epoch is still tested and written, with ``metrics.json`` marked ``interrupted``. A
+    non-finite loss stops the run marked ``diverged``; a full disk, marked ``interrupted``.
     """
     with stop_on_signals():
         return _run(cfg, run_dir, command, overrides)
+
+
+def refuse_ignored_settings(cfg: DictConfig, overrides: list[str] | None) -> None:
+    """A setting given on the command line that the chosen method would not use is refused."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides or []}
+    method = cfg.method.get("name")
+    if method == "sparse_ste" and "trainer.max_epochs" in given:
+        raise ConfigError(
+            "`trainer.max_epochs` is not used by method=sparse_ste: its epochs are "
+            "method.warmup_epochs (dense warm-up), method.search_epochs (mask search) and "
+            "method.finetune_epochs (fine-tuning with the fixed masks); set those instead."
+        )
+
+
+def epoch_plan(cfg: DictConfig, method: Any, trainer_epochs: int) -> dict[str, int]:
+    """Epochs per phase, as the start-up log states them (how trainer.max_epochs is used)."""
+    m = cfg.method
+    plan: dict[str, int] = {}
+    if m.get("warmup_epochs"):
+        plan["warmup"] = int(m.warmup_epochs)
+    if m.get("search_epochs"):
+        plan["search"] = int(m.search_epochs)
+    if m.get("prune_epochs"):
+        plan["imp (per round and task)"] = int(m.prune_epochs)
+    main = method.main_epochs(trainer_epochs) if hasattr(method, "main_epochs") else trainer_epochs
+    plan["train" if not m.get("search_epochs") else "finetune"] = main
+    return plan
+
+
+def _phase_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Epochs and seconds per phase kind (``imp/pos/round3`` counts as ``imp``)."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        kind = str(row.get("phase", "train")).split("/", 1)[0]
+        entry = out.setdefault(kind, {"epochs": 0, "train_s": 0.0, "epoch_s": 0.0})
+        entry["epochs"] += 1
+        entry["train_s"] = round(entry["train_s"] + float(row.get("time/train_s", 0.0)), 3)
+        entry["epoch_s"] = round(entry["epoch_s"] + float(row.get("time/epoch_s", 0.0)), 3)
+    return out
+
+
+def _write_hydra_files(run_dir: Path, cfg: DictConfig, overrides: list[str] | None) -> None:
+    """``.hydra/config.yaml`` (the composed config, resolved) and ``.hydra/overrides.yaml``."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(list(overrides or [])))
+
+
+@contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """The run's log file, ``mtlrun.log``, for the duration of the run."""
+    handler = logging.FileHandler(run_dir / "mtlrun.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _run(
     cfg: DictConfig, run_dir: Path, command: str | None, overrides: list[str] | None
 ) -> dict[str, Any]:
     validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    refuse_ignored_settings(cfg, overrides)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    method = build(cfg.method)
+    resume = _resume(cfg, run_dir, config)
+    own = resume is not None and resume.run_dir.resolve() == run_dir.resolve()
+    with RunFolder(run_dir, resuming_own=own) as folder:
+        try:
+            with _run_log(run_dir):
+                try:
+                    _write_hydra_files(run_dir, cfg, overrides)
+                except OSError as e:
+                    raise storage_error(e, run_dir) from None
+                return _train(cfg, method, run_dir, config, command, overrides, resume)
+        except MtlrunError:
+            folder.forget_if_unused()  # e.g. a data error: the rejected run leaves nothing
+            raise
+
+
+def _train(
+    cfg: DictConfig,
+    method: Any,
+    run_dir: Path,
+    config: dict[str, Any],
+    command: str | None,
+    overrides: list[str] | None,
+    resume: Resume | None,
+) -> dict[str, Any]:
     settings = _settings(cfg)
     device = pick_device(cfg.trainer.device)
     seed_everything(settings.seed)
-    method = build(cfg.method)
     if hasattr(method, "standalone"):
         return _standalone(cfg, method, run_dir, config, command, overrides)
 
@@ -247,22 +367,47 @@ def _run(
         params["used"],
         params["per_task"],
     )
+    plan = epoch_plan(cfg, method, settings.max_epochs)
+    log.info("epochs per phase: %s", ", ".join(f"{k} {v}" for k, v in plan.items()))
 
     def make_optimizer(params: Any) -> torch.optim.Optimizer:
         return build(cfg.optim)(params)
 
-    ctx = RunContext(model, data, tasks, balancer, settings, device, run_dir, make_optimizer)
+    search_source = resume.run_dir if resume is not None and resume.last is None else None
+    ctx = RunContext(
+        model, data, tasks, balancer, settings, device, run_dir, make_optimizer, search_source
+    )
+    epochs = (
+        method.main_epochs(settings.max_epochs)
+        if hasattr(method, "main_epochs")
+        else settings.max_epochs
+    )
     state: FitState | None = None
     search: dict[str, Any] | None = None
-    resumed_from = _resume_path(cfg, run_dir, config)
-    if resumed_from is not None:
+    if resume is not None and resume.last is not None:
         state, payload = restore(
-            resumed_from, model, optimizer, balancer, strict=not hasattr(method, "search")
+            resume.last, model, optimizer, balancer, strict=not hasattr(method, "search")
         )
         search = payload.get("search")
-        log.info("resuming %s after epoch %d", resumed_from, state.epoch)
+        ctx.history = [r for r in payload.get("search_history", [])]
+        if state.epoch >= epochs:
+            raise ConfigError(
+                f"{resume.run_dir} already trained {state.epoch} epochs of its main phase; "
+                f"raise trainer.max_epochs above {state.epoch} to train on."
+            )
+        log.info("resuming %s after epoch %d", resume.last, state.epoch)
     elif hasattr(method, "search"):
-        search = method.search(ctx)  # warm-up / mask search phases, each a block of history.csv
+        if search_source is not None:
+            log.info("resuming the search of %s", search_source)
+        try:
+            search = method.search(ctx)  # warm-up / search phases, each a block of history.csv
+        except SearchStopped as e:
+            return _write_stopped(cfg, run_dir, config, command, overrides, ctx, e.halt, resume)
+        except (OSError, RuntimeError) as e:
+            if no_space(e) is None:
+                raise
+            halt = {"storage": str(storage_error(e, run_dir))}
+            return _write_stopped(cfg, run_dir, config, command, overrides, ctx, halt, resume)
         params = model.param_counts()
         log.info(
             "after search: encoder params used %d (per task %s)", params["used"], params["per_task"]
@@ -271,16 +416,17 @@ def _run(
 
     def after_epoch(s: FitState) -> None:
         write_history(run_dir / "history.csv", ctx.history + s.history)
+        ctx.discard_search_checkpoints()  # the main phase's last.pt now holds the search result
 
     def extra_state() -> dict[str, Any]:
         masks = model.fixed_masks() if isinstance(model, MaskedModel) else {}
-        return {"config": config, "search": search, **({"masks": masks} if masks else {})}
+        return {
+            "config": config,
+            "search": search,
+            "search_history": ctx.history,
+            **({"masks": masks} if masks else {}),
+        }
 
-    epochs = (
-        method.main_epochs(settings.max_epochs)
-        if hasattr(method, "main_epochs")
-        else settings.max_epochs
-    )
     main = dataclasses.replace(
         settings, max_epochs=epochs, update=getattr(method, "update", "joint")
     )
@@ -300,33 +446,32 @@ def _run(
         )
     else:
         state = FitState()
+    if epochs > 0 and state.best_model is None:  # no whole epoch: nothing honest to test
+        return _write_stopped(cfg, run_dir, config, command, overrides, ctx, state.halt, resume)
     if state.best_model is not None:
         model.load_state_dict(state.best_model)
     start = time.perf_counter()
     test = evaluate(model, data, "test", tasks, settings.eval_batch_size, device)
     valid = evaluate(model, data, "valid", tasks, settings.eval_batch_size, device)
+    phases = _phase_totals(ctx.history + state.history)
     metrics = {
         "test": test.metrics,
         "valid": valid.metrics,
+        "primary": {t.name: t.metric for t in tasks},
         "params": params,
         "time": {
             "train_s": round(state.train_s, 3),
             "search_s": round(search["search_s"], 3) if search else None,
             "epoch_s": round(state.train_s / max(len(state.history), 1), 3),
             "eval_s": round(time.perf_counter() - start, 3),
+            "phases": {k: v["epoch_s"] for k, v in phases.items()},
         },
-        "epochs": {"trained": state.epoch, "best": state.best_epoch},
-        **(
-            {
-                "interrupted": {
-                    "signal": STOP.signal,
-                    "note": "training stopped by a signal; an epoch cut short is not counted and "
-                    "checkpoints/last.pt holds the last whole one (trainer.resume=true goes on)",
-                }
-            }
-            if STOP.requested
-            else {}
-        ),
+        "epochs": {
+            "trained": state.epoch,
+            "best": state.best_epoch,
+            "phases": {k: int(v["epochs"]) for k, v in phases.items()},
+        },
+        **_stop_entries(state.halt, run_dir),
         **({"balancer": balancer.summary()} if hasattr(balancer, "summary") else {}),
         "loss": {"test": test.loss, "valid": valid.loss},
         **(
@@ -343,15 +488,95 @@ def _run(
             "sizes": data.sizes(),
             "deviations": data.deviations,
         },
-        **_provenance(cfg, config, settings.seed, device, command, overrides, resumed_from),
+        **_provenance(cfg, config, settings.seed, device, command, overrides, resume),
     }
     # The finished result goes to disk first; nothing written after it can lose it.
-    write_json(run_dir / "metrics.json", metrics)
+    _write_metrics(run_dir, metrics, state.halt)
+    if epochs == 0:
+        ctx.discard_search_checkpoints()
     log.info(
         "test: %s", {t: {m: round(v, 4) for m, v in ms.items()} for t, ms in test.metrics.items()}
     )
     _write_artefacts(cfg, run_dir, data, tasks, test, state)
     log.info("outputs in %s", run_dir)
+    return metrics
+
+
+def _stop_entries(halt: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    """The ``interrupted`` / ``diverged`` entries of metrics.json, with a note that is true."""
+    ckpt = checkpoint.resumable_checkpoint(run_dir)
+    if ckpt is None:
+        resumable = "no whole epoch was saved, so there is nothing to resume"
+    elif ckpt.parent.name == "search":
+        resumable = (
+            "checkpoints/search/ holds the search's finished phases and the cut phase's last "
+            "whole epoch; trainer.resume=true continues the search"
+        )
+    else:
+        resumable = "checkpoints/last.pt holds the last whole epoch; trainer.resume=true goes on"
+    if halt and "diverged" in halt:
+        return {"diverged": {**halt["diverged"], "resumable": False}}
+    if halt and "storage" in halt:
+        return {
+            "interrupted": {
+                "signal": None,
+                "reason": halt["storage"],
+                "note": f"stopped because a file could not be written; {resumable}",
+            }
+        }
+    if STOP.requested:
+        return {
+            "interrupted": {
+                "signal": STOP.signal,
+                "reason": f"signal {STOP.signal}",
+                "note": f"training stopped by a signal; an epoch cut short is not counted; "
+                f"{resumable}",
+            }
+        }
+    return {}
+
+
+def _write_metrics(run_dir: Path, metrics: dict[str, Any], halt: dict[str, Any] | None) -> None:
+    """Write metrics.json; after a storage stop, say that it could not be written either."""
+    try:
+        write_json(run_dir / "metrics.json", metrics)
+    except StorageError:
+        if halt and "storage" in halt:
+            raise StorageError(
+                f"{halt['storage']}; metrics.json could not be written either"
+            ) from None
+        raise
+
+
+def _write_stopped(
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    command: str | None,
+    overrides: list[str] | None,
+    ctx: RunContext,
+    halt: dict[str, Any] | None,
+    resume: Resume | None,
+) -> dict[str, Any]:
+    """metrics.json of a run stopped before any whole epoch it could test: no test metrics."""
+    if ctx.history:
+        with contextlib.suppress(StorageError):
+            write_history(run_dir / "history.csv", ctx.history)
+    phases = _phase_totals(ctx.history)
+    metrics = {
+        **_stop_entries(halt, run_dir),
+        "epochs": {
+            "trained": 0,
+            "best": 0,
+            "phases": {k: int(v["epochs"]) for k, v in phases.items()},
+        },
+        "time": {"phases": {k: v["epoch_s"] for k, v in phases.items()}},
+        **_provenance(cfg, config, cfg.trainer.seed, ctx.device, command, overrides, resume),
+    }
+    if not _stop_entries(halt, run_dir):  # stopped for a reason of its own (should not happen)
+        metrics["interrupted"] = {"signal": None, "reason": "stopped", "note": "no whole epoch"}
+    _write_metrics(run_dir, metrics, halt)
+    log.warning("no whole epoch finished: metrics.json holds no test metrics")
     return metrics
 
 

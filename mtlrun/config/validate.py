@@ -71,9 +71,51 @@ def _check_gradient_space(p: list[str], cfg: DictConfig, data: Any, method: Any)
         )
 
 
+def _schema_of(group: str, node: Any) -> type | None:
+    """The schema dataclass of a composed group node (by its ``name``, else its ``_target_``)."""
+    from mtlrun.config.schema import SCHEMAS, Config
+
+    if group == "":
+        return Config
+    options = SCHEMAS.get(group, {})
+    if group == "trainer":
+        return options.get("default")
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    if name in options:
+        return options[name]
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    matches = [c for c in options.values() if getattr(c, "_target_", None) == target]
+    return matches[0] if matches else None
+
+
+def _unknown_keys(p: list[str], cfg: DictConfig) -> None:
+    """Keys the schemas do not know (``+trainer.max_epoch=3`` gets past Hydra's typo check)."""
+    import dataclasses
+    import difflib
+
+    groups = ["", "data", "backbone", "method", "balancer", "optim", "trainer"]
+    for group in groups:
+        node = cfg if group == "" else _get(cfg, group)
+        schema = _schema_of(group, node)
+        if schema is None or not isinstance(node, DictConfig):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        if group == "":
+            known += ["hydra", "experiment"]
+        for key in [str(k) for k in node]:
+            if key in known:
+                continue
+            full = f"{group}.{key}" if group else str(key)
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean `{group + '.' if group else ''}{near[0]}`?" if near else ""
+            allowed = ", ".join(k for k in known if not k.startswith("_"))
+            p.append(f"`{full}` is not a key of this config{hint} (allowed: {allowed}).")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of a composed config."""
     p: list[str] = []
+    _unknown_keys(p, cfg)
     t = "trainer"
     _check(p, cfg, f"{t}.max_epochs", lambda v: v >= 1, "an integer >= 1")
     _check(p, cfg, f"{t}.batch_size", lambda v: v >= 1, "an integer >= 1")

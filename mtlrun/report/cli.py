@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mtlrun.report.balancing import compares_balancers
-from mtlrun.report.collect import Record, collect
+from mtlrun.report.collect import Found, Record, scan
 from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
 from mtlrun.report.solver_iterations import compares_solvers, fig3_table
 from mtlrun.report.stationarity import fig4_table
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "--table",
         choices=["auto", *BUILDERS],
         default="auto",
-        help="which table; auto (default): every table that applies, the per-run table always, "
+        help="which table; auto (default): every table that applies, the runs table always, "
         "fig6/fig4 when the runs hold two or more balancers, fig3 when two or more MGDA solvers "
         "or a run with balancer.compare_solvers",
     )
@@ -93,7 +93,7 @@ def _show_warnings() -> None:
 
 
 def _tables(records: list[Record], choice: str) -> dict[str, Table]:
-    """The requested table, or under ``auto`` every table with rows (the per-run one always;
+    """The requested table, or under ``auto`` every table with rows (the runs table always;
     the balancer figures when the runs compare balancers or solvers), keyed by choice."""
     if choice != "auto":
         return {choice: BUILDERS[choice](records)}
@@ -105,13 +105,32 @@ def _tables(records: list[Record], choice: str) -> dict[str, Table]:
     return {name: t for name, t in tables.items() if t.rows or name == "runs"}
 
 
+def _summary(found: Found, root: Path) -> str:
+    """The report's first lines: how many runs, files skipped, and runs superseded (by what)."""
+    skipped = f"; {len(found.skipped)} metrics.json skipped (see warnings)" if found.skipped else ""
+    lines = [f"{len(found.records)} runs under {root}{skipped}"]
+    if found.superseded:
+        pairs = ", ".join(f"`{old}` → `{new}`" for old, new in found.superseded.items())
+        count = len(found.superseded)
+        lines.append(
+            f"{count} run(s) superseded by the run that resumed them, in no table: {pairs}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mtlrun-report``; returns the exit status (1: nothing to report)."""
     args = _parser().parse_args(argv)
     _show_warnings()
-    records = collect(args.output_dir)
+    found = scan(args.output_dir)
+    records = found.records
     if not records:
-        print(f"mtlrun-report: no metrics.json found under {args.output_dir}", file=sys.stderr)
+        what = f"no run to report ({len(found.skipped)} metrics.json skipped)"
+        print(
+            f"mtlrun-report: {what if found.skipped else 'no metrics.json found'} "
+            f"under {args.output_dir}",
+            file=sys.stderr,
+        )
         return 1
     tables = _tables(records, args.table)
     if not any(t.rows for t in tables.values()):
@@ -123,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.csv_dir or (
         args.output_dir if args.output_dir.is_dir() else args.output_dir.parent
     )
-    print(f"{len(records)} runs under {args.output_dir}\n")
+    print(_summary(found, args.output_dir))
     for table in tables.values():
         print(table.to_markdown())
         print(f"mtlrun-report: wrote {table.write_csv(out_dir)}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Find and load the ``metrics.json`` files of finished runs.
+"""Find and load the ``metrics.json`` files of runs, and choose the runs a report shows.
 
 A report reads run folders only: one run folder, a Hydra multirun folder, or any tree of them.
 Nothing here imports training code.
@@ -8,110 +8,29 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from mtlrun.report.record import PRIMARY_METRIC, Record, get, primary_metric
+from mtlrun.report.resume import superseded
+
+__all__ = [
+    "METRICS_FILE",
+    "PRIMARY_METRIC",
+    "Found",
+    "Record",
+    "collect",
+    "get",
+    "load",
+    "primary_metric",
+    "scan",
+]
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-
-# Runs written before config.method held the short name recorded the class name.
-_METHOD_ALIASES = {
-    "SingleTask": "single",
-    "SingleSubnet": "single_subnet",
-    "HardSharing": "hard",
-    "SoftSharing": "soft",
-    "Hierarchical": "hierarchical",
-    "SparseIMP": "sparse_imp",
-    "SparseSTE": "sparse_ste",
-    "STEFit": "ste_fit",
-}
-# The metric a task is reported by (seed 000 Table 4.2); every other task uses accuracy.
-PRIMARY_METRIC = {"chunk": "f1", "ner": "f1"}
-
-
-def get(data: Any, *keys: str, default: Any = None) -> Any:
-    """``data[k1][k2]...``, or ``default`` when a key is missing or a level is not a mapping."""
-    for key in keys:
-        if not isinstance(data, Mapping) or key not in data:
-            return default
-        data = data[key]
-    return data
-
-
-@dataclass(frozen=True)
-class Record:
-    """One run: its ``metrics.json`` content, where it lies and how to name it in a report."""
-
-    path: Path
-    rel: str
-    metrics: dict[str, Any] = field(repr=False)
-
-    @property
-    def method(self) -> str:
-        """``config.method`` as the short config-group name (``hard``, ``sparse_ste``, ...)."""
-        name = str(get(self.metrics, "config", "method", default="") or "")
-        return _METHOD_ALIASES.get(name, name)
-
-    @property
-    def data_name(self) -> str:
-        """``data.name``, else ``config.data``, else ``""``."""
-        return str(get(self.metrics, "data", "name") or get(self.metrics, "config", "data") or "")
-
-    @property
-    def tasks(self) -> list[str]:
-        """``data.tasks``, else the tasks found under ``test``, in their recorded order."""
-        tasks = get(self.metrics, "data", "tasks")
-        if isinstance(tasks, list):
-            return [str(t) for t in tasks]
-        test = get(self.metrics, "test")
-        return list(test) if isinstance(test, Mapping) else []
-
-    @property
-    def method_args(self) -> dict[str, Any]:
-        """``config.method_args`` (empty when absent)."""
-        args = get(self.metrics, "config", "method_args")
-        return dict(args) if isinstance(args, Mapping) else {}
-
-    @property
-    def overrides(self) -> list[str]:
-        """``config.overrides``: the command-line overrides of the run.
-
-        Runs that predate that entry fall back to the ``key=value`` words of ``run.command``.
-        """
-        overrides = get(self.metrics, "config", "overrides")
-        if isinstance(overrides, list):
-            return [str(o) for o in overrides]
-        command = get(self.metrics, "run", "command")
-        return [w for w in command.split()[1:] if "=" in w] if isinstance(command, str) else []
-
-    @property
-    def deviations(self) -> list[str]:
-        """How the run departs from the paper's protocol (empty: it does not): ``data.deviations``,
-        and a stop by a signal (``interrupted``) with the epochs it reached."""
-        deviations = get(self.metrics, "data", "deviations")
-        out = [str(d) for d in deviations] if isinstance(deviations, list) else []
-        signal = get(self.metrics, "interrupted", "signal")
-        if signal:
-            trained = get(self.metrics, "epochs", "trained")
-            out.append(f"stopped by {signal} after {trained} epoch(s)")
-        return out
-
-    def test_metric(self, task: str, metric: str | None = None) -> float | None:
-        """The test score of ``task`` as a fraction: ``metric``, else the task's primary metric."""
-        scores = get(self.metrics, "test", task)
-        if not isinstance(scores, Mapping):
-            return None
-        name = metric or PRIMARY_METRIC.get(task, "accuracy")
-        value = scores.get(name)
-        return float(value) if isinstance(value, int | float) else None
-
-
-def primary_metric(task: str) -> str:
-    """The metric ``task`` is reported by: ``f1`` for chunk and ner, ``accuracy`` otherwise."""
-    return PRIMARY_METRIC.get(task, "accuracy")
+# metrics.json entries, besides ``test``, that a table reports (standalone experiments).
+RESULT_ENTRIES = ("ste_fit",)
 
 
 def _relative(run_dir: Path, root: Path) -> str:
@@ -124,7 +43,8 @@ def load(path: Path, root: Path) -> Record | None:
     """Load one ``metrics.json``; ``None`` (with a warning naming the file) when unreadable."""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        json.dumps(metrics, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800")
+    except (OSError, ValueError, RecursionError) as err:
         log.warning("skipping %s: not a readable JSON file (%s)", path, err)
         return None
     if not isinstance(metrics, dict):
@@ -133,13 +53,48 @@ def load(path: Path, root: Path) -> Record | None:
     return Record(path=path, rel=_relative(path.parent, root), metrics=metrics)
 
 
-def collect(root: Path | str) -> list[Record]:
-    """Every ``metrics.json`` under ``root`` (recursively), loaded and sorted by folder.
+def _reportable(record: Record) -> bool:
+    """Whether ``record`` has something to report; if not, a warning naming its file says why."""
+    if record.scored or any(isinstance(record.metrics.get(k), dict) for k in RESULT_ENTRIES):
+        return True
+    log.warning("skipping %s: %s", record.path, record.unscored)
+    return False
 
-    Malformed files are skipped with a warning; an empty list means nothing was found.
+
+@dataclass(frozen=True)
+class Found:
+    """What ``scan`` found: the runs to report, the ``metrics.json`` files left out (unreadable,
+    or without test metrics or another result), and each superseded run's folder (``rel``)
+    with the folder of the run that finished it."""
+
+    records: list[Record]
+    skipped: list[Path]
+    superseded: dict[str, str]
+
+
+def scan(root: Path | str) -> Found:
+    """Every ``metrics.json`` under ``root`` (recursively), sorted by folder, sorted out.
+
+    Unreadable files and runs with nothing to report (an empty ``{}``, a run stopped or
+    diverged before a best epoch) are skipped with a warning naming the file. A run that a
+    later run resumed is superseded by it (``resume``) and left out.
     """
     root = Path(root)
     if root.is_file():
         root = root.parent
-    paths = sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []
-    return [r for r in (load(p, root) for p in paths if p.is_file()) if r is not None]
+    paths = [p for p in sorted(root.rglob(METRICS_FILE)) if p.is_file()] if root.is_dir() else []
+    loaded = [load(p, root) for p in paths]
+    records = [r for r in loaded if r is not None and _reportable(r)]
+    kept = {r.path for r in records}
+    replaced = superseded(records)
+    return Found(
+        records=[r for r in records if r.path not in replaced],
+        skipped=[p for p in paths if p not in kept],
+        superseded={r.rel: replaced[r.path].rel for r in records if r.path in replaced},
+    )
+
+
+def collect(root: Path | str) -> list[Record]:
+    """The runs to report under ``root`` (``scan``): loaded, sorted by folder, without the
+    skipped and superseded ones. An empty list means nothing was found."""
+    return scan(root).records

@@ -111,9 +111,7 @@ def sweep_series(records: Iterable[Record]) -> list[Series]:
     """Keep-ratio sweeps (seed 000 Figure 4.1): runs with a test score and a
     ``method_args.keep_ratio``, of one setting, at two or more keep ratios."""
     runs = [
-        r
-        for r in records
-        if isinstance(r.method_args.get("keep_ratio"), int | float) and r.metrics.get("test")
+        r for r in records if isinstance(r.method_args.get("keep_ratio"), int | float) and r.scored
     ]
     series: dict[tuple[str, str, str], list[tuple[float, Group]]] = {}
     for group in group_runs(runs, label_ignore={"keep_ratio"}):

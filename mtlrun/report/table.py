@@ -65,16 +65,20 @@ def _md_row(cells: Sequence[str]) -> str:
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
-    """The values that are numbers (``None`` and NaN dropped)."""
-    return [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    """The values that are finite numbers (``None``, NaN and ±inf dropped)."""
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float | None] | None:
-    """Mean and sample standard deviation (ddof=1; ``None`` for one value); ``None`` if empty."""
+    """Mean and sample standard deviation (ddof=1; ``None`` for one value) of the finite
+    values; ``None`` if there are none (or they overflow a float)."""
     xs = finite(values)
     if not xs:
         return None
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+    try:
+        return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+    except OverflowError:
+        return None
 
 
 def fmt_stat(values: Iterable[float | None], scale: float = 100.0, digits: int = 2) -> str:

@@ -1,9 +1,15 @@
 """Report tables built from loaded runs: the seed 000 tables with the paper's numbers beside
-ours, a keep-ratio sweep, the Appendix A fit, mask statistics, and one row per run.
+ours, a keep-ratio sweep, the Appendix A fit, mask statistics, and every setting's runs.
 
 Scores are test scores in percent (2 decimals); several seeds of one setting give
 ``mean ± std`` (sample std, ddof=1) and their count in the ``n`` column. Rows built from a run
-whose ``data.deviations`` is non-empty carry a ``†`` and a footnote naming the deviations.
+that deviates from the paper's protocol (``data.deviations``, a stop by a signal, a divergence)
+carry a ``†`` and a footnote naming the deviations.
+
+A diverged run (``diverged`` in metrics.json) counts in means like any other when it has test
+scores from a whole best epoch (``epochs.best`` ≥ 1, scores finite): those are the weights
+selected before the loss went non-finite. Without them it is no row of any table (``collect``
+skips it with a warning), as is a run stopped by a signal before its first whole epoch.
 """
 
 from __future__ import annotations
@@ -58,11 +64,7 @@ def _scores(group: Group, task: str, metric: str | None = None) -> str:
 
 def _conll_runs(records: Sequence[Record], methods: Sequence[str]) -> list[Record]:
     """CoNLL-2003 runs of ``methods`` that have test scores, in the order of ``methods``."""
-    runs = [
-        r
-        for r in records
-        if r.data_name == "conll" and r.method in methods and r.metrics.get("test")
-    ]
+    runs = [r for r in records if r.data_name == "conll" and r.method in methods and r.scored]
     return sorted(runs, key=lambda r: list(methods).index(r.method))
 
 
@@ -183,28 +185,42 @@ def _ste_fit_value(stat: object, percent: bool) -> str:
 
 
 def generic_table(records: Sequence[Record]) -> Table:
-    """One row per run: folder, method, data, seed, each task's primary test score (%),
-    encoder parameters used, training and search seconds, and ``†`` for a deviating run."""
-    tasks = list(dict.fromkeys(t for r in records for t in r.tasks))
-    headers = ["Run", "Method", "Data", "Seed", *[_metric_header(t) for t in tasks]]
+    """The runs with test scores, seeds of one setting pooled (grouped as the paper tables are:
+    data, method, ``method_args`` and the overrides that change results): method, the setting
+    that tells the row apart, data, ``n``, the seeds and the epochs each trained, each task's
+    primary test score (%), encoder parameters used, training and search seconds (``mean ±
+    std``), and ``†`` when a run of the row deviates."""
+    groups = group_runs(r for r in records if r.scored)
+    tasks = list(dict.fromkeys(t for g in groups for r in g.records for t in r.tasks))
+    headers = ["Method", "Setting", "Data", "n", "Seeds", "Epochs"]
+    headers += [_metric_header(t) for t in tasks]
     headers += ["Params used", "Train s", "Search s", "Dev."]
     rows = []
-    for r in records:
-        scores = [fmt_stat([r.test_metric(t)]) for t in tasks]
+    for g in groups:
+        runs = g.records
         rows.append(
             [
-                r.rel,
-                r.method or NA,
-                r.data_name or NA,
-                fmt_number(get(r.metrics, "run", "seed")),
-                *scores,
-                fmt_number(get(r.metrics, "params", "used")),
-                fmt_number(get(r.metrics, "time", "train_s"), 1),
-                fmt_number(get(r.metrics, "time", "search_s"), 1),
-                DEVIATION_MARK if r.deviations else "",
+                g.method or NA,
+                g.label,
+                g.data or NA,
+                str(len(runs)),
+                ", ".join(fmt_number(r.seed) for r in runs),
+                ", ".join(fmt_number(get(r.metrics, "epochs", "trained")) for r in runs),
+                *[_scores(g, t) for t in tasks],
+                _stat(runs, "params", "used", digits=0),
+                _stat(runs, "time", "train_s", digits=1),
+                _stat(runs, "time", "search_s", digits=1),
+                DEVIATION_MARK if any(r.deviations for r in runs) else "",
             ]
         )
-    return Table("runs", "Runs", headers, rows, deviation_notes(records))
+    notes = deviation_notes(r for g in groups for r in g.records)
+    return Table("runs", "Runs (seeds pooled)", headers, rows, notes)
+
+
+def _stat(records: Sequence[Record], *keys: str, digits: int) -> str:
+    """``mean ± std`` of the number at ``keys`` in each run's metrics.json (``"–"``: none)."""
+    values = [get(r.metrics, *keys) for r in records]
+    return fmt_stat([v for v in values if isinstance(v, int | float)], scale=1.0, digits=digits)
 
 
 def masks_table(records: Sequence[Record]) -> Table:

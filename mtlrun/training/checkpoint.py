@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from mtlrun.errors import ConfigError
+from mtlrun.training.run_dir import read_metrics, storage_error
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -33,11 +38,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a crash while saving never leaves a truncated last.pt behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a crash while saving never leaves a truncated last.pt behind.
+
+    The state goes to ``<name>.tmp`` and replaces ``path`` only once complete. A full disk or a
+    file-size limit raises :class:`StorageError` ("no space left on <path>") after removing the
+    partial temp file; the previous ``path`` is untouched.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, path.parent) from None
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:  # a Python file: torch's write errors keep their errno
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(e, path) from None
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -77,15 +96,82 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return [k for k in keys if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE)]
 
 
-def find_resumable(search_root: Path, config: dict[str, Any], exclude: Path) -> Path | None:
-    """The newest ``checkpoints/last.pt`` under ``search_root`` saved with the same config."""
-    candidates = sorted(
-        search_root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    for path in candidates:
-        if exclude in path.parents:
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a run folder was started with (``.hydra/config.yaml``), or None."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        value = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file is skipped, never fatal
+        log.warning("skipping %s: cannot read it (%s)", path, e)
+        return None
+    return cast(dict[str, Any], value) if isinstance(value, dict) else None
+
+
+def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
+    """``key (saved A, now B)`` for each differing key, at most 8 of them."""
+    a, b = _flatten(saved), _flatten(current)
+    shown = [f"{k} (saved {a.get(k, '<absent>')}, now {b.get(k, '<absent>')})" for k in keys[:8]]
+    return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+
+def resumable_checkpoint(run_dir: Path) -> Path | None:
+    """What ``trainer.resume`` continues in a run folder: the main phase's ``last.pt``, else the
+    newest file of an unfinished search (``checkpoints/search/``), else None."""
+    main = run_dir / "checkpoints" / "last.pt"
+    if main.is_file():
+        return main
+    search = run_dir / "checkpoints" / "search"
+    files = [p for p in [search / "last.pt", *search.glob("phase_*.pt")] if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+def find_resumable(search_root: Path, config: dict[str, Any]) -> list[Path]:
+    """The unfinished run folders under ``search_root`` saved with the same config, newest first.
+
+    A run is unfinished when it has a checkpoint (:func:`resumable_checkpoint`) and no
+    ``metrics.json`` or one marked ``interrupted``; its config is read from its
+    ``.hydra/config.yaml`` (no checkpoint is loaded here). Unreadable configs are skipped with a
+    warning naming them. When nothing matches, raises a ConfigError naming the keys in which the
+    nearest candidate differs.
+    """
+    candidates = []
+    for folder in search_root.glob("**/checkpoints"):
+        run_dir = folder.parent
+        found = resumable_checkpoint(run_dir)
+        if found is not None:
+            candidates.append((found.stat().st_mtime, run_dir))
+    candidates.sort(reverse=True)
+    matches: list[Path] = []
+    nearest: tuple[int, Path, list[str], dict[str, Any]] | None = None
+    for _, run_dir in candidates:
+        metrics = read_metrics(run_dir)
+        if metrics is not None and "interrupted" not in metrics:
+            continue  # finished (or diverged): nothing to continue
+        saved = saved_config(run_dir)
+        if saved is None:
+            if not (run_dir / ".hydra" / "config.yaml").exists():
+                log.warning("skipping %s: it has no .hydra/config.yaml", run_dir)
             continue
-        saved = torch.load(path, map_location="cpu", weights_only=False).get("config", {})
-        if not config_differences(saved, config):
-            return path
-    return None
+        diff = config_differences(saved, config)
+        if not diff:
+            matches.append(run_dir)
+        elif nearest is None or len(diff) < nearest[0]:
+            nearest = (len(diff), run_dir, diff, saved)
+    if matches:
+        return matches
+    if nearest is None:
+        raise ConfigError(
+            f"`trainer.resume=true` but there is no unfinished run with a checkpoint under "
+            f"{search_root}; give `trainer.resume_dir=RUN_DIR`, or drop trainer.resume."
+        )
+    _, run_dir, diff, saved = nearest
+    raise ConfigError(
+        f"`trainer.resume=true` but no unfinished run under {search_root} has this "
+        f"configuration; the nearest, {run_dir}, differs in "
+        f"{describe_differences(saved, config, diff)}. Give `trainer.resume_dir=RUN_DIR` "
+        "to pick one."
+    )

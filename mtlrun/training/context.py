@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,38 @@ import torch
 
 from mtlrun.balancers.base import Balancer
 from mtlrun.data.base import MultiTaskData, Task
+from mtlrun.errors import ConfigError, StorageError
 from mtlrun.model.paths import MultiTaskModel
+from mtlrun.training import checkpoint
 from mtlrun.training.evaluate import evaluate
-from mtlrun.training.loop import FitState, Phase, TrainSettings, fit
+from mtlrun.training.interrupt import STOP
+from mtlrun.training.loop import FitState, Phase, TrainSettings, fit, restore
 from mtlrun.training.outputs import write_history
+
+log = logging.getLogger(__name__)
+
+
+class SearchStopped(Exception):
+    """A search phase ended early (signal, divergence, full disk); ``halt`` says why.
+
+    The phases finished before it are kept in ``checkpoints/search/`` (and the cut phase's last
+    whole epoch in ``checkpoints/search/last.pt``), so ``trainer.resume=true`` continues the search.
+    """
+
+    def __init__(self, phase: str, halt: dict[str, Any] | None) -> None:
+        self.phase, self.halt = phase, halt
+        super().__init__(f"search phase {phase} stopped early")
 
 
 class RunContext:
-    """Trains phases of one run into one history.csv (a ``phase`` column tells them apart)."""
+    """Trains phases of one run into one history.csv (a ``phase`` column tells them apart).
+
+    Every finished phase is saved to ``checkpoints/search/phase_NNN.pt`` (its best weights,
+    the optimiser and balancer states and the random state after it), and the phase in progress
+    keeps ``checkpoints/search/last.pt`` at its last whole epoch. A run resumed from such a folder
+    (``resume_from``) replays the method's search: finished phases are loaded instead of trained,
+    the cut one continues from its last epoch, so the search ends as an uninterrupted one would.
+    """
 
     def __init__(
         self,
@@ -30,11 +56,18 @@ class RunContext:
         device: torch.device,
         run_dir: Path,
         make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+        resume_from: Path | None = None,
     ) -> None:
         self.model, self.data, self.tasks, self.balancer = model, data, list(tasks), balancer
         self.settings, self.device, self.run_dir = settings, device, run_dir
         self.make_optimizer = make_optimizer
         self.history: list[dict[str, Any]] = []
+        self.resume_from = resume_from
+        self._index = 0
+
+    @property
+    def search_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / "search"
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         write_history(self.run_dir / "history.csv", self.history + rows)
@@ -48,13 +81,19 @@ class RunContext:
         after_step: Callable[[], None] | None = None,
         update: str = "joint",
     ) -> float:
+        index = self._index
+        self._index += 1
+        optimizer = self.make_optimizer(self.model.weight_parameters())
+        done = self._finished_phase(index, name)
+        if done is not None:
+            return self._replay(done, optimizer, extra_optimizers, index)
         settings = dataclasses.replace(
             self.settings, max_epochs=epochs, update=update, max_minutes=None
         )
-        optimizer = self.make_optimizer(self.model.weight_parameters())
         phase = Phase(
             name=name, tasks=tasks, extra_optimizers=extra_optimizers, after_step=after_step
         )
+        state = self._cut_phase(index, name, optimizer, extra_optimizers)
         state = fit(
             self.model,
             self.data,
@@ -63,12 +102,92 @@ class RunContext:
             optimizer,
             settings,
             self.device,
-            self.run_dir / "checkpoints" / "search",
-            phase=phase,
+            self.search_dir,
+            state=state,
+            extra_state=lambda: {"phase_index": index},
             on_epoch=lambda s: self._write(s.history),
+            phase=phase,
         )
+        if state.halt is not None or STOP.requested:
+            self.history.extend(state.history)
+            raise SearchStopped(name, state.halt)
         self.finish_phase(state)
+        payload = {
+            "name": name,
+            "score": state.best_score,
+            "history": state.history,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "extra_optimizers": [o.state_dict() for o in extra_optimizers],
+            "balancer": self.balancer.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+        try:
+            checkpoint.save(self.search_dir / f"phase_{index:03d}.pt", payload)
+        except StorageError as e:
+            raise SearchStopped(name, {"storage": str(e)}) from None
         return state.best_score
+
+    def _finished_phase(self, index: int, name: str) -> dict[str, Any] | None:
+        if self.resume_from is None:
+            return None
+        path = self.resume_from / "checkpoints" / "search" / f"phase_{index:03d}.pt"
+        if not path.is_file():
+            return None
+        payload = checkpoint.load(path)
+        if payload.get("name") != name:
+            raise ConfigError(
+                f"cannot resume the search from {path}: it holds phase {payload.get('name')!r} "
+                f"where this run's method has phase {name!r} (was the method changed?)"
+            )
+        if self.resume_from.resolve() != self.run_dir.resolve():
+            checkpoint.save(self.search_dir / path.name, payload)
+        return payload
+
+    def _replay(
+        self,
+        payload: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        extra_optimizers: Sequence[torch.optim.Optimizer],
+        index: int,
+    ) -> float:
+        self.model.load_state_dict(payload["model"], strict=False)
+        optimizer.load_state_dict(payload["optimizer"])
+        for opt, saved in zip(extra_optimizers, payload["extra_optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        self.balancer.load_state_dict(payload["balancer"])
+        checkpoint.set_rng_state(payload["rng"])
+        self.history.extend(payload["history"])
+        self._write([])
+        log.info("search phase %d (%s): finished before, loaded", index, payload["name"])
+        return float(payload["score"])
+
+    def _cut_phase(
+        self,
+        index: int,
+        name: str,
+        optimizer: torch.optim.Optimizer,
+        extra_optimizers: Sequence[torch.optim.Optimizer],
+    ) -> FitState | None:
+        """The fit state of phase ``index`` when the resumed run stopped inside it."""
+        if self.resume_from is None:
+            return None
+        path = self.resume_from / "checkpoints" / "search" / "last.pt"
+        if not path.is_file():
+            return None
+        payload = checkpoint.load(path)
+        if payload.get("phase_index") != index:
+            return None
+        state, _ = restore(path, self.model, optimizer, self.balancer, strict=False)
+        for opt, saved in zip(extra_optimizers, payload["extra_optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        log.info("search phase %d (%s): resuming after epoch %d", index, name, state.epoch)
+        self.resume_from = None  # later phases start fresh
+        return state
+
+    def discard_search_checkpoints(self) -> None:
+        """Remove ``checkpoints/search/`` once the main phase has a checkpoint of its own."""
+        shutil.rmtree(self.search_dir, ignore_errors=True)
 
     def finish_phase(self, state: FitState) -> None:
         """Restore the phase's best weights and keep its rows for history.csv."""
@@ -81,3 +200,9 @@ class RunContext:
         return evaluate(
             self.model, self.data, split, self.tasks, self.settings.eval_batch_size, self.device
         ).metrics
+
+
+def has_search_checkpoint(run_dir: Path) -> bool:
+    """True when a run folder holds a search that ``trainer.resume`` can continue."""
+    search = run_dir / "checkpoints" / "search"
+    return (search / "last.pt").is_file() or any(search.glob("phase_*.pt"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import math
 import random
 import sys
 import time
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from mtlrun.balancers.base import Balancer
 from mtlrun.data.base import MultiTaskData, Task
+from mtlrun.errors import StorageError
 from mtlrun.model.paths import MultiTaskModel
 from mtlrun.training import checkpoint
 from mtlrun.training.device import to_device
@@ -71,6 +74,54 @@ class FitState:
     best_epoch: int = 0
     best_model: dict[str, torch.Tensor] | None = None
     train_s: float = 0.0
+    # Why training stopped early, when it did ({"diverged": {...}} or {"storage": "..."}).
+    # Not saved in checkpoints: a resumed run starts without it.
+    halt: dict[str, Any] | None = None
+
+
+class Diverged(Exception):
+    """A task's loss became non-finite at a known epoch and step (or in validation)."""
+
+    def __init__(self, task: str, epoch: int, step: int | None, value: float) -> None:
+        where = f"step {step}" if step is not None else "validation"
+        self.info = {"task": task, "epoch": epoch, "step": step, "loss": str(value)}
+        super().__init__(
+            f"training diverged: task {task} had a non-finite loss ({value}) at epoch {epoch}, "
+            f"{where}; the learning rate (optim.lr) is the likely cause: lower it, or clip "
+            "gradients (trainer.grad_clip)"
+        )
+
+
+class NonFiniteWatch:
+    """Records the first step at which each task's loss is non-finite, on the loss's device.
+
+    ``record`` is asynchronous (no host sync); ``check`` reads the record and raises
+    :class:`Diverged`. The trainer checks every step on a CPU and every ``every`` steps on
+    a GPU, so a GPU run pays one sync per ``every`` steps, not one per step.
+    """
+
+    def __init__(self, tasks: Sequence[str], device: torch.device, every: int = 50) -> None:
+        self.tasks = list(tasks)
+        self.first = torch.full((len(self.tasks),), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros(len(self.tasks), device=device)
+        self.every = 1 if device.type == "cpu" else every
+
+    def record(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        for task, loss in losses.items():
+            k = self.tasks.index(task)
+            bad = ~torch.isfinite(loss.detach()) & (self.first[k] < 0)
+            self.first[k] = torch.where(bad, step, self.first[k])
+            self.value[k] = torch.where(bad, loss.detach().float(), self.value[k])
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def check(self, epoch: int) -> None:
+        first = self.first.tolist()
+        bad = [(s, k) for k, s in enumerate(first) if s >= 0]
+        if bad:
+            step, k = min(bad)
+            raise Diverged(self.tasks[k], epoch + 1, step + 1, float(self.value[k]))
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,7 +176,8 @@ def train_epoch(
     params = [p for p in model.weight_parameters() if p.requires_grad]
     balancer_s = 0.0
     order_rng = random.Random(settings.seed * 7919 + epoch)
-    for groups in bar:
+    watch = NonFiniteWatch(model.tasks, device)
+    for step, groups in enumerate(bar):
         for update in _updates(groups, active, settings.update == "per_task", order_rng):
             optimizer.zero_grad(set_to_none=True)
             for extra in phase.extra_optimizers:
@@ -136,11 +188,19 @@ def train_epoch(
                 outputs = model(to_device(inputs, device), tasks=list(targets))
                 for task, logits in outputs.items():
                     losses[task] = task_loss(logits, targets[task].to(device))
+            watch.record(losses, step)
+            if watch.due(step):
+                watch.check(epoch)
             reg = model.regularizer()
             if reg is not None:
                 reg.backward(retain_graph=True)
             started = time.perf_counter()
-            for key, value in balancer.backward(losses, model).items():
+            try:
+                logged = balancer.backward(losses, model)
+            except ValueError:  # e.g. min_norm on non-finite gradients: say where and why
+                watch.check(epoch)
+                raise
+            for key, value in logged.items():
                 logs[key] = logs.get(key, 0.0) + value
             balancer_s += time.perf_counter() - started
             model.taps = None
@@ -159,6 +219,7 @@ def train_epoch(
                 break
         if STOP.requested:
             break
+    watch.check(epoch)
     out = {f"train/loss/{t}": float(s) / counts[t] for t, s in sums.items()}
     out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
     out["time/balancer_s"] = balancer_s
@@ -201,7 +262,14 @@ def fit(
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
         }
-        row.update(train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase))
+        try:
+            row.update(
+                train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase)
+            )
+        except Diverged as e:
+            log.error("%s", e)
+            state.halt = {"diverged": {**e.info, "phase": phase.name, "note": str(e)}}
+            break
         if STOP.requested:
             # The cut epoch is neither validated nor saved: last.pt stays at the last whole epoch.
             log.warning("stopped by %s during epoch %d", STOP.signal, epoch + 1)
@@ -216,20 +284,31 @@ def fit(
         row["time/train_s"] = time.perf_counter() - start
         state.train_s += row["time/train_s"]
         valid = evaluate(model, data, "valid", tasks, settings.eval_batch_size, device)
+        bad = [t for t, v in valid.loss.items() if not math.isfinite(v)]
+        if bad:
+            diverged = Diverged(bad[0], epoch + 1, None, valid.loss[bad[0]])
+            log.error("%s", diverged)
+            state.halt = {"diverged": {**diverged.info, "phase": phase.name, "note": str(diverged)}}
+            break
         score = mean_primary(valid.metrics, tasks)
         row.update(_flat("valid", valid))
         row["valid/score"] = score
         state.epoch = epoch + 1
-        improved = score > state.best_score
+        improved = math.isfinite(score) and score > state.best_score
         if improved:
             state.best_score, state.best_epoch = score, epoch + 1
             state.best_model = _cpu_copy(model.state_dict())
         row["time/epoch_s"] = time.perf_counter() - start
         state.history.append(row)
-        _save(checkpoint_dir, model, optimizer, balancer, state, extra_state, improved, phase)
         log.info(_summary(row, tasks, improved))
-        if on_epoch is not None:
-            on_epoch(state)
+        try:
+            _save(checkpoint_dir, model, optimizer, balancer, state, extra_state, improved, phase)
+            if on_epoch is not None:
+                on_epoch(state)
+        except StorageError as e:
+            log.error("%s; the last saved checkpoint is kept", e)
+            state.halt = {"storage": str(e)}
+            break
         if settings.patience and state.epoch - state.best_epoch >= settings.patience:
             log.info("no better validation score for %d epochs: stopping early", settings.patience)
             break
@@ -274,7 +353,7 @@ def _save(
         "optimizer": optimizer.state_dict(),
         "extra_optimizers": [o.state_dict() for o in phase.extra_optimizers],
         "balancer": balancer.state_dict(),
-        "fit": {k: copy.copy(v) for k, v in state.__dict__.items()},
+        "fit": {k: copy.copy(v) for k, v in state.__dict__.items() if k != "halt"},
         "rng": checkpoint.rng_state(),
         **(extra_state() if extra_state else {}),
     }
@@ -303,4 +382,5 @@ def restore(
     optimizer.load_state_dict(payload["optimizer"])
     balancer.load_state_dict(payload["balancer"])
     checkpoint.set_rng_state(payload["rng"])
-    return FitState(**payload["fit"]), payload
+    known = {f.name for f in dataclasses.fields(FitState)}
+    return FitState(**{k: v for k, v in payload["fit"].items() if k in known}), payload

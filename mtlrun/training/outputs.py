@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -11,19 +12,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtlrun.training.run_dir import storage_error
+
 log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (a reader never sees half a file)."""
+    """Atomic, strict JSON write: a reader never sees half a file, and never a NaN literal.
+
+    Non-finite floats (NaN, ±inf) are written as ``null``. A failed write (full disk, no
+    permission) raises :class:`StorageError` naming the file and leaves no temp file.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_plain) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(e, path) from None
 
 
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
+def finite(obj: Any) -> Any:
+    """``obj`` as plain JSON values: tensors and numpy scalars unwrapped, NaN and ±inf -> None."""
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
     return str(obj)
 
 

@@ -51,14 +51,18 @@ def test_resume_reaches_the_uninterrupted_result(compose_cfg, tmp_path: Path) ->
     assert len(history) == 1 + 3  # header + the two restored epochs + the resumed one
 
 
-def test_resume_finds_the_newest_matching_run(compose_cfg, tmp_path: Path) -> None:
-    run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "one")
+def test_resume_finds_the_newest_unfinished_matching_run(compose_cfg, tmp_path: Path) -> None:
+    run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "killed")
+    (tmp_path / "outputs" / "killed" / "metrics.json").unlink()  # as if killed hard
+    run(compose_cfg([*BASE, "trainer.max_epochs=1"]), tmp_path / "outputs" / "finished")
     resumed = run(
         compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.resume=true"]),
         tmp_path / "outputs" / "two",
     )
     assert resumed["epochs"]["trained"] == 2
-    assert "one/checkpoints/last.pt" in resumed["run"]["resumed_from"]
+    # the finished run is newer but never picked: only unfinished runs are continued
+    assert "killed/checkpoints/last.pt" in resumed["run"]["resumed_from"]
+    assert resumed["run"]["resumed_from_dir"] == str((tmp_path / "outputs" / "killed").resolve())
 
 
 def test_resume_refuses_a_different_configuration(compose_cfg, tmp_path: Path) -> None:
@@ -72,7 +76,7 @@ def test_resume_refuses_a_different_configuration(compose_cfg, tmp_path: Path) -
             f"trainer.resume_dir={tmp_path / 'outputs' / 'one'}",
         ]
     )
-    with pytest.raises(ConfigError, match=r"different values of \['optim.lr'\]"):
+    with pytest.raises(ConfigError, match=r"different values of optim.lr \(saved 0.5, now 0.1\)"):
         run(cfg, tmp_path / "outputs" / "two")
 
 
@@ -124,7 +128,7 @@ def test_sigterm_keeps_the_result_and_resume_finishes_it(
     calls.update(n=0, at=per_epoch + 4)  # a few mini-batches into epoch 2
     cut = run(compose_cfg([*BASE, "trainer.max_epochs=3"]), tmp_path / "outputs" / "first")
     assert cut["interrupted"]["signal"] == "SIGTERM"
-    assert cut["epochs"] == {"trained": 1, "best": 1}
+    assert cut["epochs"] == {"trained": 1, "best": 1, "phases": {"train": 1}}
     assert set(cut["test"]) == {"pos", "chunk", "ner"}
     on_disk = json.loads((tmp_path / "outputs" / "first" / "metrics.json").read_text())
     assert on_disk["interrupted"]["signal"] == "SIGTERM"

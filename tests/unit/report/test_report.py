@@ -222,8 +222,8 @@ def test_deviating_rows_are_marked_and_footnoted(runs: Path) -> None:
     assert table_4_2(records).notes == [note]
     assert _row(table_4_3(records), "Sun et al. †")["Init"] == "Warm-up (2 epochs)"
     runs_table = generic_table(records)
-    assert _row(runs_table, f"{SWEEP}/40_mnist")["Dev."] == "†"
-    assert _row(runs_table, f"{SWEEP}/01_hard_s0")["Dev."] == ""
+    assert _setting(runs_table, "hard", "mnist3")["Dev."] == "†"
+    assert _setting(runs_table, "hard", "conll")["Dev."] == ""
     assert (
         f"† `{SWEEP}/40_mnist` deviates from the paper's protocol: {KMNIST_NOTE}"
         in runs_table.notes
@@ -270,19 +270,37 @@ def test_ste_fit_table_beside_the_thesis(runs: Path) -> None:
     ]
 
 
-def test_generic_table_one_row_per_run(runs: Path) -> None:
+def _setting(table: Any, method: str, data: str, label: str = "") -> dict[str, str]:
+    """The runs table's row of one setting (method, data, label)."""
+    rows = [r for r in table.rows if r[:3] == [method, label, data]]
+    assert len(rows) == 1, [r[:3] for r in table.rows]
+    return dict(zip(table.headers, rows[0], strict=True))
+
+
+def test_generic_table_pools_the_seeds_of_a_setting(runs: Path) -> None:
     table = generic_table(collect(runs))
-    assert len(table.rows) == 10
-    assert table.headers[4:] == [
+    assert [r[:4] for r in table.rows] == [
+        ["single", "", "conll", "1"],
+        ["hard", "", "conll", "2"],
+        ["sparse_ste", "keep_ratio=0.1, warmup_epochs=2", "conll", "1"],
+        ["sparse_ste", "keep_ratio=0.3, warmup_epochs=2", "conll", "1"],
+        ["sparse_ste", "keep_ratio=0.5, warmup_epochs=2", "conll", "1"],
+        ["sparse_ste", "keep_ratio=0.5, warmup_epochs=0", "conll", "1"],
+        ["sparse_imp", "", "conll", "1"],
+        ["hard", "", "mnist3", "1"],
+    ]  # the ste_fit run has no test scores: its own table reports it
+    assert table.headers[6:] == [
         "pos acc", "chunk F1", "ner F1", "mnist acc", "fashion acc", "kmnist acc",
         "Params used", "Train s", "Search s", "Dev.",
     ]  # fmt: skip
-    hard = _row(table, f"{SWEEP}/02_hard_s1")
-    assert [hard[k] for k in ("Method", "Data", "Seed", "pos acc", "ner F1", "mnist acc")] == [
-        "hard", "conll", "1", "95.70", "89.00", "–",
+    hard = _setting(table, "hard", "conll")
+    assert [hard[k] for k in ("Seeds", "Epochs", "pos acc", "ner F1", "chunk F1")] == [
+        "0, 1", "3, 3", "95.50 ± 0.28", "88.50 ± 0.71", "91.50 ± 0.71",
     ]  # fmt: skip
-    assert [hard[k] for k in ("Params used", "Train s", "Search s")] == ["533930", "430.1", "–"]
-    assert _row(table, f"{SWEEP}/50_ste_fit")["pos acc"] == "–"
+    assert [hard[k] for k in ("mnist acc", "Params used", "Train s", "Search s")] == [
+        "–", "533930 ± 0", "430.1 ± 0.0", "–",
+    ]  # fmt: skip
+    assert _setting(table, "sparse_imp", "conll")["Dev."] == "†"
 
 
 def test_masks_table(runs: Path) -> None:
@@ -374,7 +392,7 @@ def test_python_m_mtlrun_report_runs_without_torch(runs: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "### Runs" in done.stdout and "02_hard_s1" in done.stdout
+    assert "### Runs" in done.stdout and "| hard |  | conll | 2 | 0, 1 | 3, 3 |" in done.stdout
 
 
 def test_a_run_stopped_by_a_signal_counts_as_a_deviation(tmp_path: Path) -> None:

@@ -355,7 +355,7 @@ def test_auto_prints_the_balancer_figures_only_when_they_compare(runs: Path) -> 
     for k, record in enumerate(lr_sweep):  # an optimiser sweep with one balancer compares none
         record.metrics["config"]["overrides"].append(f"optim.lr=0.{k + 1}")
     assert not compares_balancers(lr_sweep)
-    assert generic_table(equal_only).rows  # the per-run table is unaffected
+    assert generic_table(equal_only).rows  # the runs table is unaffected
 
 
 def test_cli_writes_tables_and_pngs(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:

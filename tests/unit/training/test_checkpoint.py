@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mtlrun.errors import ConfigError
 from mtlrun.training import checkpoint
@@ -97,18 +101,72 @@ def test_config_differences_dotted_names_for_deep_keys() -> None:
     assert checkpoint.config_differences({"a": {"b": 1}}, {"a": 1}) == ["a", "a.b"]
 
 
-def test_find_resumable_picks_the_newest_matching_run(tmp_path: Path) -> None:
+def _run_folder(
+    root: Path, name: str, saved: dict, mtime: int, metrics: dict | None = None
+) -> Path:
+    folder = root / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
+    path = folder / "checkpoints" / "last.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"truncated")  # never loaded: configs come from .hydra/config.yaml
+    os.utime(path, (mtime, mtime))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_find_resumable_picks_the_newest_unfinished_matching_run(tmp_path: Path) -> None:
     config = {"trainer": {"max_epochs": 5}, "optim": {"lr": 0.1}}
-    runs = {
-        "old": ({"trainer": {"max_epochs": 2}, "optim": {"lr": 0.1}}, 1_000),
-        "new": ({"trainer": {"max_epochs": 3}, "optim": {"lr": 0.1}}, 2_000),
-        "other": ({"trainer": {"max_epochs": 5}, "optim": {"lr": 0.2}}, 3_000),
-        "current": (config, 4_000),
-    }
-    for name, (saved, mtime) in runs.items():
-        path = tmp_path / name / "checkpoints" / "last.pt"
-        checkpoint.save(path, {"config": saved})
-        os.utime(path, (mtime, mtime))
-    found = checkpoint.find_resumable(tmp_path, config, exclude=tmp_path / "current")
-    assert found == tmp_path / "new" / "checkpoints" / "last.pt"
-    assert checkpoint.find_resumable(tmp_path, {"optim": {"lr": 9}}, tmp_path / "current") is None
+    same = {"trainer": {"max_epochs": 3}, "optim": {"lr": 0.1}}
+    _run_folder(tmp_path, "old", same, 1_000)
+    _run_folder(tmp_path, "stopped", same, 2_000, {"interrupted": {"signal": "SIGTERM"}})
+    _run_folder(tmp_path, "finished", same, 3_000, {"test": {"pos": {"accuracy": 0.9}}})
+    _run_folder(tmp_path, "diverged", same, 3_500, {"diverged": {"task": "pos"}})
+    _run_folder(tmp_path, "other", {"trainer": {"max_epochs": 5}, "optim": {"lr": 0.2}}, 4_000)
+    found = checkpoint.find_resumable(tmp_path, config)
+    # finished and diverged runs are never continued; the run's own folder is a candidate too
+    assert found == [tmp_path / "stopped", tmp_path / "old"]
+
+
+def test_find_resumable_names_the_keys_of_the_nearest_candidate(tmp_path: Path) -> None:
+    _run_folder(tmp_path, "near", {"optim": {"lr": 0.2}, "trainer": {"seed": 0}}, 1_000)
+    _run_folder(tmp_path, "far", {"optim": {"lr": 0.3}, "trainer": {"seed": 4}}, 2_000)
+    config = {"optim": {"lr": 0.1}, "trainer": {"seed": 0}}
+    with pytest.raises(ConfigError) as e:
+        checkpoint.find_resumable(tmp_path, config)
+    assert f"the nearest, {tmp_path / 'near'}, differs in optim.lr (saved 0.2, now 0.1)" in str(
+        e.value
+    )
+    with pytest.raises(ConfigError, match="no unfinished run with a checkpoint under"):
+        checkpoint.find_resumable(tmp_path / "near" / ".hydra", config)
+
+
+def test_find_resumable_skips_an_unreadable_config_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {"optim": {"lr": 0.1}}
+    _run_folder(tmp_path, "good", config, 1_000)
+    bad = _run_folder(tmp_path, "bad", config, 2_000)
+    (bad / ".hydra" / "config.yaml").write_text("optim: {lr: [unclosed\n")
+    assert checkpoint.find_resumable(tmp_path, config) == [tmp_path / "good"]
+    assert str(bad / ".hydra" / "config.yaml") in caplog.text
+
+
+def test_save_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    checkpoint.save(path, {"epoch": 1})
+    script = (
+        "import resource, sys, torch\n"
+        "from pathlib import Path\n"
+        "from mtlrun.training import checkpoint\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        f"    checkpoint.save(Path({str(path)!r}), {{'w': torch.zeros(100000)}})\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == f"StorageError no space left on {path} (file size limit reached)"
+    assert checkpoint.load(path) == {"epoch": 1}  # the previous checkpoint is intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
