@@ -27,12 +27,34 @@ class Balancer(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    """A ConfigError naming ``balancer.<key>`` unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ConfigError(
-            f"`balancer.{key}` should be one of {', '.join(allowed)}. Found `balancer.{key} = {value}`."
-        )
+class ArgumentErrors:
+    """The problems of one balancer's arguments, raised together as one ConfigError.
+
+    A constructor records every check (:meth:`choice`, :meth:`require`, :meth:`add`) and raises
+    once (:meth:`raise_if_any`, done by :class:`BlockBalancer`), so ``balancer.solver=bad
+    balancer.normalize=bad`` names both keys in one message (STYLE §7).
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, problem: str) -> None:
+        if problem not in self.problems:  # hybrid checks the keys it shares with both phases
+            self.problems.append(problem)
+
+    def require(self, ok: bool, key: str, should: str, value: Any) -> None:
+        """Record "`balancer.<key>` should be <should>. Found …" unless ``ok``."""
+        if not ok:
+            self.add(f"`balancer.{key}` should be {should}. Found `balancer.{key} = {value}`.")
+
+    def choice(self, key: str, value: str, allowed: Sequence[str]) -> None:
+        self.require(value in allowed, key, f"one of {', '.join(allowed)}", value)
+
+    def raise_if_any(self) -> None:
+        if len(self.problems) == 1:
+            raise ConfigError(self.problems[0])
+        if self.problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(self.problems))
 
 
 class BlockBalancer:
@@ -45,7 +67,19 @@ class BlockBalancer:
 
     uses_taps = False
 
-    def __init__(self, tasks: Sequence[str], name: str, kkt_every: int, kkt_tol: float) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        name: str,
+        kkt_every: int,
+        kkt_tol: float,
+        errors: ArgumentErrors | None = None,
+    ) -> None:
+        """``errors``: the subclass's argument problems; raised here with the KKT ones."""
+        errors = errors if errors is not None else ArgumentErrors()
+        errors.require(kkt_every >= 0, "kkt_every", "an integer >= 0", kkt_every)
+        errors.require(kkt_tol > 0, "kkt_tol", "> 0", kkt_tol)
+        errors.raise_if_any()
         self.tasks, self.name = list(tasks), name
         self.monitor = StationarityMonitor(kkt_every, kkt_tol)
 

@@ -8,8 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mtlrun.balancers.base import BlockBalancer
-from mtlrun.errors import ConfigError
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -24,17 +23,18 @@ class Equal(BlockBalancer):
         kkt_tol: float = 0.05,
         name: str = "equal",
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol)
+        errors = ArgumentErrors()
         weights = dict(weights or {})
         unknown = sorted(set(weights) - set(tasks))
         if unknown:
-            raise ConfigError(
+            errors.add(
                 f"`balancer.weights` has keys {unknown} that are not tasks of this run; "
                 f"allowed keys: {list(tasks)}."
             )
         negative = {t: w for t, w in weights.items() if not (math.isfinite(w) and w >= 0)}
         if negative:
-            raise ConfigError(f"`balancer.weights` should be finite and >= 0. Found {negative}.")
+            errors.add(f"`balancer.weights` should be finite and >= 0. Found {negative}.")
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.weights = {t: float(weights.get(t, 1.0)) for t in tasks}
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:

@@ -22,11 +22,17 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer, check_choice
-from mtlrun.errors import ConfigError
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
 from mtlrun.model.paths import MultiTaskModel
 
 MIN_WEIGHT = 1e-3
+
+
+def check_gradnorm(errors: ArgumentErrors, alpha: float, lr: float, at: str) -> None:
+    """GradNorm's own arguments (shared with the hybrid's GradNorm phase)."""
+    errors.require(alpha >= 0, "alpha", ">= 0", alpha)
+    errors.require(lr > 0, "lr", "> 0", lr)
+    errors.choice("at", at, B.REPRESENTATION_AT)
 
 
 class GradNorm(BlockBalancer):
@@ -43,13 +49,10 @@ class GradNorm(BlockBalancer):
         kkt_tol: float = 0.05,
         name: str = "gradnorm",
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol)
-        check_choice("on", on, B.GRADIENT_SPACES)
-        check_choice("at", at, B.REPRESENTATION_AT)
-        if not alpha >= 0:
-            raise ConfigError(f"`balancer.alpha` should be >= 0. Found `balancer.alpha = {alpha}`.")
-        if not lr > 0:
-            raise ConfigError(f"`balancer.lr` should be > 0. Found `balancer.lr = {lr}`.")
+        errors = ArgumentErrors()
+        errors.choice("on", on, B.GRADIENT_SPACES)
+        check_gradnorm(errors, alpha, lr, at)
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.on, self.alpha, self.lr, self.at = on, float(alpha), float(lr), at
         self.uses_taps = on == "z"
         self.weights = torch.ones(len(self.tasks))

@@ -20,10 +20,9 @@ from typing import Any
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer, check_choice
-from mtlrun.balancers.gradnorm import GradNorm
-from mtlrun.balancers.mgda import MGDA, NORMALIZATIONS
-from mtlrun.balancers.min_norm import SOLVERS
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
+from mtlrun.balancers.gradnorm import GradNorm, check_gradnorm
+from mtlrun.balancers.mgda import MGDA, check_mgda
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
@@ -50,12 +49,14 @@ class Hybrid(BlockBalancer):
         kkt_tol: float = 0.05,
         name: str = "hybrid",
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol)
-        check_choice("ub", ub, UB_CHOICES)
-        check_choice("solver", solver, SOLVERS)
-        check_choice("normalize", normalize, NORMALIZATIONS)
-        if not eps >= 0:
-            raise ConfigError(f"`balancer.eps` should be >= 0. Found `balancer.eps = {eps}`.")
+        # Every argument of both phases is checked now: with ub=auto the phases are built only
+        # at the first step, and a bad key must stop the run before training.
+        errors = ArgumentErrors()
+        errors.require(eps >= 0, "eps", ">= 0", eps)
+        errors.choice("ub", ub, UB_CHOICES)
+        check_gradnorm(errors, alpha, lr, at)
+        check_mgda(errors, len(tasks), solver, normalize, at, max_iter)
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.eps, self.ub = float(eps), ub
         self.alpha, self.lr, self.solver, self.normalize = alpha, lr, solver, normalize
         self.at, self.max_iter = at, max_iter

@@ -17,12 +17,26 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import BlockBalancer, check_choice
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
 from mtlrun.balancers.min_norm import SOLVERS, gram_matrix, min_norm
-from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+
+def check_mgda(
+    errors: ArgumentErrors, n_tasks: int, solver: str, normalize: str, at: str, max_iter: int
+) -> None:
+    """MGDA's own arguments (shared with the hybrid's MGDA phase)."""
+    errors.choice("solver", solver, SOLVERS)
+    if solver == "exact" and n_tasks > 2:
+        errors.add(
+            f"`balancer.solver=exact` is the two-task closed form; this run has {n_tasks} "
+            "tasks (use frank_wolfe or projection)."
+        )
+    errors.choice("normalize", normalize, NORMALIZATIONS)
+    errors.choice("at", at, B.REPRESENTATION_AT)
+    errors.require(max_iter >= 1, "max_iter", "an integer >= 1", max_iter)
 
 
 class MGDA(BlockBalancer):
@@ -47,18 +61,10 @@ class MGDA(BlockBalancer):
         compare_solvers: bool = False,
         name: str = "mgda",
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol)
-        check_choice("solver", solver, SOLVERS)
-        check_choice("normalize", normalize, NORMALIZATIONS)
-        check_choice("on", on, B.GRADIENT_SPACES)
-        check_choice("at", at, B.REPRESENTATION_AT)
-        if solver == "exact" and len(self.tasks) > 2:
-            raise ConfigError(
-                f"`balancer.solver=exact` is the two-task closed form; this run has "
-                f"{len(self.tasks)} tasks (use frank_wolfe or projection)."
-            )
-        if max_iter < 1:
-            raise ConfigError(f"`balancer.max_iter` should be >= 1. Found {max_iter}.")
+        errors = ArgumentErrors()
+        check_mgda(errors, len(tasks), solver, normalize, at, max_iter)
+        errors.choice("on", on, B.GRADIENT_SPACES)
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.solver, self.normalize, self.on, self.at = solver, normalize, on, at
         self.max_iter = max_iter
         self.uses_taps = on == "z"

@@ -1,40 +1,60 @@
 """Uncertainty weighting (Kendall, Gal & Cipolla 2018; METHODS §5).
 
-Each task t has a learned log-variance s_t = log σ_t²; the objective is
-Σ_t ½ exp(−s_t) L_t + ½ s_t, minimised jointly in θ and s. The task weight is ½ exp(−s_t) and is
-the same for every block (the weights are global, so per-block action changes nothing here).
-s has its own Adam optimiser (``lr``) so the weights move at the same pace whatever the run's
-optimiser for θ is.
+Each task t has a learned log-variance s_t = log σ_t², minimised jointly with θ. Kendall et al.
+derive one term per task from its likelihood (their multi-task likelihoods, Gaussian and softmax):
+
+* ``classification`` (softmax cross-entropy; a softmax of the logits scaled by 1/σ², whose
+  negative log-likelihood they approximate by (1/σ²) L + log σ): e^{−s} L + ½ s;
+* ``regression`` (Gaussian likelihood): (1/(2σ²)) L + log σ = ½ e^{−s} L + ½ s.
+
+So the objective is Σ_t c_t e^{−s_t} L_t + ½ s_t with c_t = 1 (classification) or ½ (regression),
+and the task weight is c_t e^{−s_t}, the same for every block (the weights are global, so
+per-block action changes nothing here). ``loss_type`` sets every task's form (default
+``classification``: every mtlrun task is a softmax classifier); ``task_types`` overrides it per
+task, e.g. ``{ner: regression}``. s has its own Adam optimiser (``lr``) so the weights move at the
+same pace whatever the run's optimiser for θ is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from mtlrun.balancers.base import BlockBalancer
-from mtlrun.errors import ConfigError
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
 from mtlrun.model.paths import MultiTaskModel
+
+# c_t of c_t e^{−s_t} L_t + ½ s_t for each likelihood (Kendall et al. 2018, module docstring).
+LOSS_SCALE = {"classification": 1.0, "regression": 0.5}
+LOSS_TYPES = tuple(LOSS_SCALE)
 
 
 class Uncertainty(BlockBalancer):
-    """Learned homoscedastic-uncertainty weights; logs ``weight/<task>`` = ½ exp(−s_t)."""
+    """Learned homoscedastic-uncertainty weights; logs ``weight/<task>`` = c_t e^{−s_t}, the
+    weight that multiplied the task's loss in this step's gradient."""
 
     def __init__(
         self,
         tasks: Sequence[str],
         lr: float = 1e-2,
         init_log_var: float = 0.0,
+        loss_type: str = "classification",
+        task_types: Mapping[str, str] | None = None,
         kkt_every: int = 10,
         kkt_tol: float = 0.05,
         name: str = "uncertainty",
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol)
-        if not lr > 0:
-            raise ConfigError(f"`balancer.lr` should be > 0. Found `balancer.lr = {lr}`.")
+        errors = ArgumentErrors()
+        errors.require(lr > 0, "lr", "> 0", lr)
+        errors.require(math.isfinite(init_log_var), "init_log_var", "finite", init_log_var)
+        errors.choice("loss_type", loss_type, LOSS_TYPES)
+        types = _task_types(errors, task_types, tasks)
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.lr = lr
+        self.loss_types = {t: types.get(t, loss_type) for t in self.tasks}
+        self.scale = torch.tensor([LOSS_SCALE[self.loss_types[t]] for t in self.tasks])
         self.log_var = torch.full((len(self.tasks),), float(init_log_var), requires_grad=True)
         self.optimizer = torch.optim.Adam([self.log_var], lr=lr)
         self._index = {t: k for k, t in enumerate(self.tasks)}
@@ -53,12 +73,13 @@ class Uncertainty(BlockBalancer):
         self.monitor_params(losses, model)
         ks = torch.tensor([self._index[t] for t in losses], device=self.log_var.device)
         s = self.log_var[ks]
-        total = (0.5 * torch.exp(-s) * torch.stack(list(losses.values())) + 0.5 * s).sum()
+        weights = self.scale.to(s.device)[ks] * torch.exp(-s)
+        total = (weights * torch.stack(list(losses.values())) + 0.5 * s).sum()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        weights = (0.5 * torch.exp(-self.log_var.detach())).tolist()
-        return {f"weight/{t}": weights[self._index[t]] for t in losses}
+        used = weights.detach().tolist()
+        return {f"weight/{t}": w for t, w in zip(losses, used, strict=True)}
 
     def state_dict(self) -> dict:
         return {"log_var": self.log_var.detach().cpu(), "optimizer": self.optimizer.state_dict()}
@@ -70,3 +91,30 @@ class Uncertainty(BlockBalancer):
             self.log_var = state["log_var"].clone().requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _task_types(
+    errors: ArgumentErrors, task_types: Mapping[str, str] | None, tasks: Sequence[str]
+) -> dict[str, str]:
+    """``balancer.task_types`` checked against the run's tasks and the likelihoods."""
+    if task_types is None:
+        return {}
+    if not isinstance(task_types, Mapping):
+        errors.add(
+            "`balancer.task_types` should map task names to classification or regression, "
+            f"e.g. {{ner: regression}}. Found `balancer.task_types = {task_types}`."
+        )
+        return {}
+    types = dict(task_types)
+    unknown = sorted(set(types) - set(tasks))
+    if unknown:
+        errors.add(
+            f"`balancer.task_types` has keys {unknown} that are not tasks of this run; "
+            f"allowed keys: {list(tasks)}."
+        )
+    bad = {t: v for t, v in types.items() if v not in LOSS_TYPES}
+    if bad:
+        errors.add(
+            f"`balancer.task_types` values should be one of {', '.join(LOSS_TYPES)}. Found {bad}."
+        )
+    return types

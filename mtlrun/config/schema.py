@@ -39,6 +39,7 @@ class ToyDataConf(DataConf):
     n_valid: int = 300
     n_test: int = 300
     seed: int = 0
+    max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ConllDataConf(DataConf):
     source: str = "files"  # files | hub
     min_word_freq: int = 1
     max_word_len: int = 30
+    max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
 
 
 @dataclass
@@ -216,6 +218,10 @@ class UncertaintyConf(BalancerConf):
     name: str = "uncertainty"
     lr: float = 0.01  # Adam on the log-variances
     init_log_var: float = 0.0
+    # Kendall et al.'s term per likelihood: classification e^{-s}L + s/2 | regression ½e^{-s}L + s/2
+    loss_type: str = "classification"
+    # Per-task override of loss_type, e.g. balancer.task_types={ner: regression} (Any: as weights).
+    task_types: Any = None
     kkt_every: int = 10
     kkt_tol: float = 0.05
 

@@ -136,6 +136,7 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, f"{t}.steps_per_epoch", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_train", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")
+    _check(p, cfg, "data.max_sentence_len", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.source", lambda v: v in ("files", "hub"), "one of files, hub")
     _check(
         p,

@@ -14,8 +14,15 @@ import torch
 from torch import Tensor
 
 from mtlrun.data.base import Group, InputSpec, Task
-from mtlrun.data.mnist3 import MNIST3_TASKS, ImageSplits, check_files, load_image_task
-from mtlrun.errors import ConfigError
+from mtlrun.data.mnist3 import (
+    MNIST3_TASKS,
+    ImageSplits,
+    check_files,
+    check_same_size,
+    image_size,
+    load_image_task,
+)
+from mtlrun.errors import ConfigError, DataError
 
 CLASS_NAMES = {
     "mnist": tuple(str(i) for i in range(10)),
@@ -40,6 +47,19 @@ def _to_float(images: Tensor) -> Tensor:
     return (images.float().unsqueeze(1) / 127.5) - 1.0
 
 
+def _check_sizes(splits: dict[str, ImageSplits]) -> None:
+    """All tasks feed one backbone input: their images must have one size (names both files)."""
+    (first_task, first), *others = splits.items()
+    for task, other in others:
+        if first.images_file is not None and other.images_file is not None:
+            check_same_size(first.images_file, first.train[0], other.images_file, other.train[0])
+        elif first.train[0].shape[1:] != other.train[0].shape[1:]:
+            raise DataError(
+                f"{task}: images are {image_size(other.train[0])} but {first_task} images are "
+                f"{image_size(first.train[0])}; the tasks share one backbone input"
+            )
+
+
 class ImageTasksData:
     """Per-task image splits held as float tensors; batches are index slices."""
 
@@ -52,6 +72,7 @@ class ImageTasksData:
         limit_train: int | None = None,
         limit_eval: int | None = None,
     ) -> None:
+        _check_sizes(splits)
         self.name = name
         self.tasks = [
             Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits

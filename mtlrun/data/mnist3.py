@@ -23,6 +23,7 @@ FOLDERS: dict[str, str] = {"mnist": "MNIST", "fashion": "FashionMNIST", "kmnist"
 TRAIN_FILES: tuple[str, str] = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES: tuple[str, str] = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MISSING_TRAIN_MODES: tuple[str, ...] = ("error", "split_test")
+N_CLASSES = 10  # every task of the family: labels are 0..9
 _DESCRIPTIONS = {TRAIN_FILES[0]: "train images", TRAIN_FILES[1]: "train labels"}
 
 
@@ -30,13 +31,15 @@ _DESCRIPTIONS = {TRAIN_FILES[0]: "train images", TRAIN_FILES[1]: "train labels"}
 class ImageSplits:
     """One task's splits as ``(images uint8 (N, 28, 28), labels int64 (N,))`` pairs.
 
-    ``deviation`` is a one-line note when the splits differ from the official protocol.
+    ``deviation`` is a one-line note when the splits differ from the official protocol;
+    ``images_file`` is the idx file the training images came from (for messages).
     """
 
     train: tuple[Tensor, Tensor]
     valid: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     deviation: str | None = None
+    images_file: Path | None = None
 
 
 def raw_dir(root: Path, task: str) -> Path:
@@ -73,8 +76,13 @@ def check_files(root: Path, task: str, missing_train: str = "error") -> list[Pat
     return missing_train_files
 
 
-def _read_pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
-    """Read an idx image file and its label file; any read problem names the file."""
+def _read_pair(
+    images_path: Path, labels_path: Path, n_classes: int = N_CLASSES
+) -> tuple[Tensor, Tensor]:
+    """Read an idx image file and its label file; any problem names the file (and value).
+
+    Checks that the files hold as many labels as images and labels in ``0..n_classes-1``.
+    """
     pair: list[Tensor] = []
     for path, reader in ((images_path, read_image_file), (labels_path, read_label_file)):
         try:
@@ -90,7 +98,30 @@ def _read_pair(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:
             f"{labels_path.resolve()}: {labels.shape[0]} labels but {images_path.resolve()} "
             f"holds {images.shape[0]} images (truncated or mismatched files)"
         )
+    bad = torch.nonzero((labels < 0) | (labels >= n_classes)).flatten()
+    if bad.numel():
+        index = int(bad[0])
+        others = f" ({bad.numel()} labels out of range)" if bad.numel() > 1 else ""
+        raise DataError(
+            f"{labels_path.resolve()}: label {int(labels[index])} at index {index} is outside "
+            f"0..{n_classes - 1}{others}"
+        )
     return images, labels
+
+
+def image_size(images: Tensor) -> str:
+    """``"HxW"`` of uint8 images (N, H, W)."""
+    return "x".join(str(d) for d in images.shape[1:])
+
+
+def check_same_size(first: Path, first_images: Tensor, other: Path, other_images: Tensor) -> None:
+    """Raise a DataError naming both files when their images differ in size."""
+    if first_images.shape[1:] != other_images.shape[1:]:
+        raise DataError(
+            f"{other.resolve()}: images are {image_size(other_images)} but "
+            f"{first.resolve()} holds {image_size(first_images)} images; every split of "
+            "every task feeds the same backbone input, so all images must be the same size"
+        )
 
 
 def _class_quotas(counts: Tensor, total: int) -> Tensor:
@@ -173,9 +204,12 @@ def load_image_task(
             f"{valid[1].shape[0]}/{test_part[1].shape[0]} stratified split of the official "
             f"test set (seed {seed})"
         )
-        return ImageSplits(train=train, valid=valid, test=test_part, deviation=deviation)
+        return ImageSplits(
+            train=train, valid=valid, test=test_part, deviation=deviation, images_file=test_paths[0]
+        )
 
     images, labels = _read_pair(train_paths[0], train_paths[1])
+    check_same_size(train_paths[0], images, test_paths[0], test[0])
     if valid_size >= labels.shape[0]:
         raise DataError(
             f"{train_paths[1].resolve()}: holds {labels.shape[0]} training images, too few for "
@@ -187,4 +221,5 @@ def load_image_task(
         valid=(images[cut:], labels[cut:]),
         test=test,
         deviation=None,
+        images_file=train_paths[0],
     )

@@ -17,7 +17,8 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs
-from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, load_conll_hub
+from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
+from mtlrun.data.conll_hub import load_conll_hub
 from mtlrun.data.toy import generate_toy
 from mtlrun.errors import ConfigError
 
@@ -57,11 +58,21 @@ def _select_tasks(tasks: Sequence[str], available: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
+def _check_max_sentence_len(max_sentence_len: int | None) -> None:
+    if max_sentence_len is not None and max_sentence_len < 1:
+        raise ConfigError(
+            "`data.max_sentence_len` should be an integer >= 1 or null. "
+            f"Found `data.max_sentence_len = {max_sentence_len}`."
+        )
+
+
 class TaggingData:
     """Sentences of train/valid/test encoded once as tensors; batches are padded on demand.
 
     Word ids come from a table built on the training split (forms seen at least
-    ``min_word_freq`` times); char ids from the training characters.
+    ``min_word_freq`` times); char ids from the training characters. ``max_sentence_len``
+    splits longer training sentences into near-equal pieces (every token kept and labelled;
+    recorded as a deviation); valid and test sentences stay whole.
     """
 
     modality = "text"
@@ -75,7 +86,9 @@ class TaggingData:
         limit_eval: int | None = None,
         min_word_freq: int = 1,
         max_word_len: int = 30,
+        max_sentence_len: int | None = None,
     ) -> None:
+        _check_max_sentence_len(max_sentence_len)
         self.name = name
         self.deviations: list[str] = []
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
@@ -86,6 +99,8 @@ class TaggingData:
             for split in splits
             if (limit := limits[split]) and limit < len(splits[split])
         ]
+        if max_sentence_len is not None:
+            self._split_long_training_sentences(max_sentence_len)
         train = self.sentences["train"]
         counts = Counter(normalise_word(w) for s in train for w in s.words)
         self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))
@@ -102,6 +117,18 @@ class TaggingData:
         self._encoded = {
             split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()
         }
+
+    def _split_long_training_sentences(self, max_len: int) -> None:
+        train = self.sentences["train"]
+        n_long = sum(len(s) > max_len for s in train)
+        if not n_long:
+            return
+        self.sentences["train"] = [piece for s in train for piece in split_sentence(s, max_len)]
+        n_pieces = len(self.sentences["train"]) - len(train) + n_long
+        self.deviations.append(
+            f"{self.name}: {n_long} training sentence(s) longer than {max_len} tokens split into "
+            f"{n_pieces} pieces of at most {max_len} tokens (data.max_sentence_len)"
+        )
 
     # ------------------------------------------------------------------ encoding
 
@@ -184,15 +211,24 @@ def conll_data(
     max_word_len: int = 30,
     name: str = "conll",
     modality: str = "text",
+    max_sentence_len: int | None = None,
 ) -> TaggingData:
-    """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub."""
+    """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub.
+
+    ``source="hub"`` reads parquet files under ``root`` when it holds them, else the hub's
+    parquet copy (see :mod:`mtlrun.data.conll_hub`). ``max_sentence_len``: see TaggingData.
+    """
     tasks = _select_tasks(tasks, CONLL_TASKS)
     if source not in ("files", "hub"):
         raise ConfigError(
             f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`."
         )
-    splits = load_conll(Path(root)) if source == "files" else load_conll_hub()
-    return TaggingData(name, splits, tasks, limit_train, limit_eval, min_word_freq, max_word_len)
+    _check_max_sentence_len(max_sentence_len)
+    load = load_conll if source == "files" else load_conll_hub
+    splits = load(Path(root), max_sentence_len)
+    return TaggingData(
+        name, splits, tasks, limit_train, limit_eval, min_word_freq, max_word_len, max_sentence_len
+    )
 
 
 def toy_data(
@@ -205,8 +241,15 @@ def toy_data(
     limit_eval: int | None = None,
     name: str = "toy",
     modality: str = "text",
+    max_sentence_len: int | None = None,
 ) -> TaggingData:
-    """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL."""
+    """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL.
+
+    ``max_sentence_len``: see TaggingData (toy sentences have 6-20 tokens).
+    """
     tasks = _select_tasks(tasks, CONLL_TASKS)
+    _check_max_sentence_len(max_sentence_len)
     splits = generate_toy(n_train, n_valid, n_test, seed)
-    return TaggingData(name, splits, tasks, limit_train, limit_eval)
+    return TaggingData(
+        name, splits, tasks, limit_train, limit_eval, max_sentence_len=max_sentence_len
+    )

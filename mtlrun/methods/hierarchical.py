@@ -22,7 +22,9 @@ class Hierarchical:
     """
 
     def __init__(
-        self, task_layers: Mapping[str, int] | None = None, name: str = "hierarchical"
+        self,
+        task_layers: Mapping[str, int] | None = {"pos": 1, "chunk": 2, "ner": 2},
+        name: str = "hierarchical",
     ) -> None:
         self.name = name
         self.task_layers = dict(task_layers or {"pos": 1, "chunk": 2, "ner": 2})

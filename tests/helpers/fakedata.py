@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -113,3 +113,46 @@ def write_mnist_family(
             if label_name not in missing.get(task, []):
                 write_idx_labels(raw / label_name, labels)
     return root
+
+
+def write_conll_parquet(
+    path: Path, sentences: Sequence[Sentence], labels: Mapping[str, Sequence[str]]
+) -> Path:
+    """Write sentences as one parquet file in the hub's CoNLL-2003 layout; return its path.
+
+    Columns: ``id``, ``tokens`` and ``pos_tags``/``chunk_tags``/``ner_tags`` as integer ids,
+    ``labels[task]`` listing the tag names in id order. Needs pyarrow.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    index = {task: {name: i for i, name in enumerate(names)} for task, names in labels.items()}
+    columns: dict[str, list[object]] = {
+        "id": [str(i) for i in range(len(sentences))],
+        "tokens": [list(s.words) for s in sentences],
+    }
+    for task in ("pos", "chunk", "ner"):
+        columns[f"{task}_tags"] = [[index[task][t] for t in s.tags[task]] for s in sentences]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def write_conll_parquet_dir(
+    root: Path,
+    labels: Mapping[str, Sequence[str]],
+    n_sentences: dict[str, int] | None = None,
+    seed: int = 0,
+    layout: str = "flat",
+) -> dict[str, list[Sentence]]:
+    """Write toy sentences as a parquet copy of CoNLL-2003 under ``root``; return them by split.
+
+    ``layout="flat"``: ``train.parquet``, ``validation.parquet``, ``test.parquet``;
+    ``layout="branch"``: ``<split>/0000.parquet`` as in the hub's parquet branch.
+    """
+    sizes = n_sentences or {"train": 20, "valid": 8, "test": 8}
+    data = generate_toy(sizes["train"], sizes["valid"], sizes["test"], seed=seed)
+    for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        name = f"{hub_split}.parquet" if layout == "flat" else f"{hub_split}/0000.parquet"
+        write_conll_parquet(root / name, data[split], labels)
+    return data

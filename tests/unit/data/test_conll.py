@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from mtlrun.data.conll import (
     iob1_to_iob2,
     load_conll,
     read_conll,
+    split_sentence,
 )
 from mtlrun.errors import DataError
 from tests.helpers.fakedata import write_conll_dir
@@ -137,6 +139,94 @@ def test_missing_folder_lists_all_names(tmp_path: Path) -> None:
         load_conll(tmp_path / "nowhere")
     for name in ("train.txt", "valid.txt", "test.txt", "eng.train", "eng.testa", "eng.testb"):
         assert name in str(info.value)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_non_utf8_byte_names_line_and_byte_offset(tmp_path: Path, newline: str) -> None:
+    # Past the first 8 KiB, where a text-mode reader's own offsets restart.
+    lines = [f"w{i} NN B-NP O" for i in range(1, 1201)]
+    lines[899] = "Caf\xe9 NNP B-NP B-ORG"  # line 900, in latin-1
+    data = (newline.join(lines) + newline).encode("latin-1")
+    offset = data.index(b"\xe9")
+    assert offset > 8192
+    path = tmp_path / "train.txt"
+    path.write_bytes(data)
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert str(info.value) == (
+        f"{path}:900: not UTF-8 text: byte 0xe9 at byte offset {offset} (invalid continuation "
+        "byte); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def _conll_file(path: Path, lengths: list[int]) -> list[int]:
+    """Write sentences of the given lengths; return the line of each sentence's first token."""
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    starts = []
+    for n in lengths:
+        starts.append(len(lines) + 1)
+        lines += [f"w{i} NN I-NP O" for i in range(n)] + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return starts
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_long_sentences_warn_once_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts = _conll_file(tmp_path / "train.txt", [3, 260, 5, 300, 2])
+    valid_starts = _conll_file(tmp_path / "valid.txt", [4, 251])
+    _conll_file(tmp_path / "test.txt", [4, 250])  # 250 is not over the threshold
+    caplog.set_level(logging.WARNING)
+    data = load_conll(tmp_path)
+    assert [len(s) for s in data["train"]] == [3, 260, 5, 300, 2]  # nothing cut without a cap
+    train, valid = _warnings(caplog)
+    assert train == (
+        f"{tmp_path / 'train.txt'}:{starts[3]}: a sentence of 300 tokens; 2 sentence(s) of this "
+        "file have more than 250 tokens. A batch is padded to its longest sentence and the "
+        "BiLSTM steps through every position, so such sentences slow training many times over. "
+        "Cap them with data.max_sentence_len=N (e.g. data.max_sentence_len=250): training "
+        "sentences longer than N tokens are split into pieces, every token kept and labelled."
+    )
+    assert valid.startswith(
+        f"{tmp_path / 'valid.txt'}:{valid_starts[1]}: a sentence of 251 tokens; 1 sentence(s)"
+    )
+    assert valid.endswith(
+        "such sentences slow evaluation. The valid split is read whole (data.max_sentence_len "
+        "splits training sentences only, so scores stay comparable)."
+    )
+    caplog.clear()
+    load_conll(tmp_path, max_sentence_len=100)  # the training file is capped: no word on it
+    assert [m.split(":")[0] for m in _warnings(caplog)] == [str(tmp_path / "valid.txt")]
+
+
+def test_sentence_lines(tmp_path: Path) -> None:
+    sentences = read_conll(_write(tmp_path, GOOD))
+    assert [s.line for s in sentences] == [3, 9, 13]
+
+
+def test_split_sentence_keeps_every_token_and_iob2() -> None:
+    words = tuple(f"w{i}" for i in range(11))
+    ner = ("B-PER", "I-PER", "I-PER", "I-PER", "O", "O", "B-ORG", "I-ORG", "O", "O", "O")
+    chunk = ("B-NP",) + ("I-NP",) * 10
+    pos = ("NNP",) * 11
+    sentence = Sentence(words, {"pos": pos, "chunk": chunk, "ner": ner}, line=7)
+    pieces = split_sentence(sentence, 4)
+    assert [len(p) for p in pieces] == [3, 4, 4]  # ceil(11 / 4) = 3 near-equal pieces
+    assert sum((p.words for p in pieces), ()) == words
+    assert sum((p.tags["pos"] for p in pieces), ()) == pos
+    assert [p.tags["ner"] for p in pieces] == [
+        ("B-PER", "I-PER", "I-PER"),
+        ("B-PER", "O", "O", "B-ORG"),  # the entity cut at the boundary reopens with B-
+        ("B-ORG", "O", "O", "O"),
+    ]
+    assert all(p.tags["chunk"][0] == "B-NP" for p in pieces)
+    assert all(p.line == 7 for p in pieces)
+    assert split_sentence(sentence, 11) == [sentence]
 
 
 @pytest.mark.realdata

@@ -11,7 +11,12 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mtlrun.data.mnist3 import FOLDERS, MNIST3_TASKS, load_image_task, split_test_set
 from mtlrun.errors import ConfigError, DataError
-from tests.helpers.fakedata import class_images, write_idx_labels, write_mnist_family
+from tests.helpers.fakedata import (
+    class_images,
+    write_idx_images,
+    write_idx_labels,
+    write_mnist_family,
+)
 
 
 def test_reads_fake_idx_files_and_valid_is_last_n(tmp_path: Path) -> None:
@@ -93,6 +98,37 @@ def test_corrupt_files_name_the_file(tmp_path: Path) -> None:
     write_idx_labels(raw / "t10k-labels-idx1-ubyte", torch.zeros(7, dtype=torch.long))
     with pytest.raises(DataError, match="7 labels but"):
         load_image_task(tmp_path, "mnist", valid_size=8)
+
+
+def test_label_out_of_range_names_file_index_and_value(tmp_path: Path) -> None:
+    write_mnist_family(tmp_path, tasks=("fashion",), n_train=64, n_test=40)
+    path = tmp_path / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels = torch.arange(64) % 10
+    labels[5] = 12
+    write_idx_labels(path, labels)
+    with pytest.raises(DataError) as info:
+        load_image_task(tmp_path, "fashion", valid_size=8)
+    assert str(info.value) == f"{path.resolve()}: label 12 at index 5 is outside 0..9"
+    labels[40] = 255
+    write_idx_labels(path, labels)
+    with pytest.raises(DataError) as info:
+        load_image_task(tmp_path, "fashion", valid_size=8)
+    assert str(info.value) == (
+        f"{path.resolve()}: label 12 at index 5 is outside 0..9 (2 labels out of range)"
+    )
+
+
+def test_train_and_test_images_of_different_sizes(tmp_path: Path) -> None:
+    write_mnist_family(tmp_path, tasks=("mnist",), n_train=64, n_test=40)
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx_images(raw / "t10k-images-idx3-ubyte", torch.zeros(40, 32, 32, dtype=torch.uint8))
+    with pytest.raises(DataError) as info:
+        load_image_task(tmp_path, "mnist", valid_size=8)
+    assert str(info.value) == (
+        f"{(raw / 't10k-images-idx3-ubyte').resolve()}: images are 32x32 but "
+        f"{(raw / 'train-images-idx3-ubyte').resolve()} holds 28x28 images; every split of "
+        "every task feeds the same backbone input, so all images must be the same size"
+    )
 
 
 def test_argument_checks(tmp_path: Path) -> None:
