@@ -47,5 +47,5 @@ run_row() {
   echo "== $experiment $* ${extra[*]}"
   # The row's own overrides come last so that they win over the reduced budget.
   $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" trainer.progress=false "${extra[@]}" "$@" \
-    || echo "!! $experiment failed (see $out/cli.log)"
+    || echo "!! $experiment failed (see $out/mtlrun.log)"
 }
