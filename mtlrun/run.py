@@ -403,6 +403,9 @@ def _train(
             search = method.search(ctx)  # warm-up / search phases, each a block of history.csv
         except SearchStopped as e:
             return _write_stopped(cfg, run_dir, config, command, overrides, ctx, e.halt, resume)
+        except StorageError as e:
+            halt = {"storage": str(e)}
+            return _write_stopped(cfg, run_dir, config, command, overrides, ctx, halt, resume)
         except (OSError, RuntimeError) as e:
             if no_space(e) is None:
                 raise

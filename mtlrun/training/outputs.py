@@ -55,12 +55,17 @@ def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         columns.update(dict.fromkeys(row))
     tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _fmt(v) for k, v in row.items()})
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(e, path) from None
 
 
 def _fmt(v: Any) -> Any:
