@@ -89,3 +89,22 @@ def test_data_root_follows_mtlrun_data(compose_cfg, fake_data_root) -> None:
     cfg = compose_cfg(["data=conll"])
     assert cfg.data.root == f"{fake_data_root}/conll2003"
     assert compose_cfg(["data=mnist3"]).data.root == str(fake_data_root)
+
+
+def test_keys_added_with_plus_are_refused_with_the_nearest_valid_key(compose_cfg) -> None:
+    """``+key=value`` (Hydra's own hint for a misspelt key) gets past the schema: refuse it."""
+    cfg = compose_cfg(["+trainer.max_epoch=3", "+method.keep_ratoi=0.3", "+balancer.solvr=exact"])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    assert (
+        "`trainer.max_epoch` is not a key of this config; did you mean `trainer.max_epochs`?"
+        in text
+    )
+    assert "`balancer.solvr` is not a key of this config" in text
+    assert "`method.keep_ratoi` is not a key of this config (allowed: name)" in text
+    cfg = compose_cfg(["method=sparse_ste", "+method.keep_ratoi=0.3", "+notes2=x"])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert "did you mean `method.keep_ratio`?" in str(info.value)
+    assert "`notes2` is not a key of this config; did you mean `notes`?" in str(info.value)
