@@ -221,6 +221,11 @@ class RunFolder:
                 f"run folder {self.path} already holds a finished result (metrics.json); "
                 "a run never overwrites another's: give this run its own hydra.run.dir"
             )
+        if metrics is not None and "diverged" in metrics:
+            raise ConfigError(
+                f"run folder {self.path} holds the metrics.json of a diverged run; "
+                "give this run its own hydra.run.dir"
+            )
         if (self.path / "checkpoints" / "last.pt").exists():
             raise ConfigError(
                 f"run folder {self.path} holds an unfinished run (checkpoints/last.pt); continue "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtlrun.errors import ConfigError
 from mtlrun.run import run
 from mtlrun.training import loop
 from mtlrun.training.loop import Diverged, NonFiniteWatch
@@ -39,6 +40,8 @@ def test_a_huge_learning_rate_is_reported_as_divergence(
     assert "test" not in metrics and metrics["epochs"]["best"] == 0  # no result from NaN weights
     on_disk = strict_json(folder / "metrics.json")
     assert on_disk["diverged"]["task"] == info["task"]
+    with pytest.raises(ConfigError, match="holds the metrics.json of a diverged run"):
+        run(compose_cfg([*BASE, *extra, "trainer.max_epochs=2"]), folder)
 
 
 def test_divergence_in_epoch_two_keeps_epoch_one_as_the_result(
