@@ -206,18 +206,17 @@ def _provenance(
 
 def _standalone(
     cfg: DictConfig,
-    method: Any,
+    result: dict[str, Any],
+    seconds: float,
     run_dir: Path,
     config: dict[str, Any],
     command: str | None,
     overrides: list[str] | None,
 ) -> dict[str, Any]:
-    """Experiments that train no multi-task network (e.g. seed 000 Appendix A)."""
-    start = time.perf_counter()
-    result = method.standalone(run_dir)
+    """Metrics of an experiment that trains no multi-task network (e.g. seed 000 Appendix A)."""
     metrics = {
         **result,
-        "time": {"train_s": round(time.perf_counter() - start, 3), "search_s": None},
+        "time": {"train_s": round(seconds, 3), "search_s": None},
         **_provenance(cfg, config, cfg.trainer.seed, "cpu", command, overrides),
     }
     write_json(run_dir / "metrics.json", metrics)
@@ -281,7 +280,7 @@ def epoch_plan(cfg: DictConfig, method: Any, trainer_epochs: int) -> dict[str, i
         plan["search"] = int(m.search_epochs)
     if m.get("prune_epochs"):
         plan["imp (per round and task)"] = int(m.prune_epochs)
-    main = method.main_epochs(trainer_epochs) if hasattr(method, "main_epochs") else trainer_epochs
+    main = method.main_epochs(trainer_epochs)
     plan["train" if not m.get("search_epochs") else "finetune"] = main
     return plan
 
@@ -355,8 +354,11 @@ def _train(
     settings = _settings(cfg)
     device = pick_device(cfg.trainer.device)
     seed_everything(settings.seed)
-    if hasattr(method, "standalone"):
-        return _standalone(cfg, method, run_dir, config, command, overrides)
+    started = time.perf_counter()
+    standalone = method.standalone(run_dir)
+    if standalone is not None:
+        seconds = time.perf_counter() - started
+        return _standalone(cfg, standalone, seconds, run_dir, config, command, overrides)
 
     data, tasks, model, balancer, optimizer = setup(cfg, method, device)
     params = model.param_counts()
@@ -377,16 +379,17 @@ def _train(
     ctx = RunContext(
         model, data, tasks, balancer, settings, device, run_dir, make_optimizer, search_source
     )
-    epochs = (
-        method.main_epochs(settings.max_epochs)
-        if hasattr(method, "main_epochs")
-        else settings.max_epochs
-    )
+    epochs = method.main_epochs(settings.max_epochs)
     state: FitState | None = None
     search: dict[str, Any] | None = None
     if resume is not None and resume.last is not None:
+        saved_search = (resume.payload or {}).get("search")
+        if saved_search:  # the structure the search chose (policy, tree) before the weights load
+            model = method.rebuild(model, saved_search).to(device)
+            ctx.model = model
+            optimizer = make_optimizer(model.weight_parameters())
         state, payload = restore(
-            resume.last, model, optimizer, balancer, strict=not hasattr(method, "search")
+            resume.last, model, optimizer, balancer, strict=not method.searches
         )
         search = payload.get("search")
         ctx.history = [r for r in payload.get("search_history", [])]
@@ -396,7 +399,7 @@ def _train(
                 f"raise trainer.max_epochs above {state.epoch} to train on."
             )
         log.info("resuming %s after epoch %d", resume.last, state.epoch)
-    elif hasattr(method, "search"):
+    elif method.searches:
         if search_source is not None:
             log.info("resuming the search of %s", search_source)
         try:
@@ -411,6 +414,9 @@ def _train(
                 raise
             halt = {"storage": str(storage_error(e, run_dir))}
             return _write_stopped(cfg, run_dir, config, command, overrides, ctx, halt, resume)
+        if search is not None:
+            model = method.after_search(model, search).to(device)
+            ctx.model = model
         params = model.param_counts()
         log.info(
             "after search: encoder params used %d (per task %s)", params["used"], params["per_task"]
@@ -430,9 +436,7 @@ def _train(
             **({"masks": masks} if masks else {}),
         }
 
-    main = dataclasses.replace(
-        settings, max_epochs=epochs, update=getattr(method, "update", "joint")
-    )
+    main = dataclasses.replace(settings, max_epochs=epochs, update=method.update)
     if epochs > 0:
         state = fit(
             model,
@@ -475,7 +479,7 @@ def _train(
             "phases": {k: int(v["epochs"]) for k, v in phases.items()},
         },
         **_stop_entries(state.halt, run_dir),
-        **({"balancer": balancer.summary()} if hasattr(balancer, "summary") else {}),
+        **({"balancer": balancer.summary()} if balancer.summary() else {}),
         "loss": {"test": test.loss, "valid": valid.loss},
         **(
             {"masks": _public_mask_stats(search["masks"])} if search and search.get("masks") else {}
@@ -485,6 +489,7 @@ def _train(
             if search and search.get("before_finetune")
             else {}
         ),
+        **({"search": _public_search(search)} if _public_search(search) else {}),
         "data": {
             "name": data.name,
             "tasks": [t.name for t in tasks],
@@ -581,6 +586,13 @@ def _write_stopped(
     _write_metrics(run_dir, metrics, halt)
     log.warning("no whole epoch finished: metrics.json holds no test metrics")
     return metrics
+
+
+def _public_search(search: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``search`` entry of metrics.json: what a search chose (AdaShare's policy, the tree
+    search's tree and task affinity), besides its time, masks and pre-fine-tuning scores."""
+    internal = ("search_s", "masks", "before_finetune")
+    return {k: v for k, v in (search or {}).items() if k not in internal}
 
 
 def _public_mask_stats(stats: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,17 @@ class Balancer(Protocol):
     returns a log dict of floats (e.g. ``weight/<task>``) written to history.csv.
     """
 
+    uses_taps: bool  # the trainer records block outputs in the forward pass (MGDA-UB)
+
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]: ...
+
+    def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
+        """Entries for the epoch's row of history.csv (e.g. the KKT share); a hybrid switches."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """The ``balancer`` entry of metrics.json."""
+        return {}
 
     def state_dict(self) -> dict: ...
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -14,9 +15,56 @@ from mtlrun.model.paths import MultiTaskModel
 
 
 class SharingMethod(Protocol):
-    """Decides which tasks share which blocks (METHODS §4)."""
+    """Decides which tasks share which blocks (METHODS §4); every hook the runner may call.
+
+    Methods subclass this Protocol to inherit the no-op defaults of the hooks they do not need,
+    so the runner calls every hook unconditionally and a reader sees here what a method may do:
+
+    * ``build``: the multi-task model (blocks and per-task paths) on a backbone;
+    * ``search``: phases before the main training (warm-up, mask / policy / tree search) run
+      through the :class:`SearchContext`; returns what the run records (``search_s``, masks,
+      policy, tree, ...) or None when the method searches nothing;
+    * ``after_search``: the model the main phase trains, given the searched one (AdaShare: a
+      fresh network with the chosen policy fixed); ``rebuild``: the same structure on a freshly
+      built model from a saved ``search`` result (resuming from a main-phase checkpoint);
+    * ``main_epochs``: epochs of the main phase, given ``trainer.max_epochs``;
+    * ``update``: ``"joint"`` (one update from all tasks per step) or ``"per_task"``;
+    * ``standalone``: an experiment that trains no multi-task network (returns its metrics), or
+      None to train as usual.
+    """
+
+    name: str
+    update: str = "joint"
+    searches: bool = False  # True: has a search phase (its search parameters need not resume)
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel: ...
+
+    def search(self, ctx: SearchContext) -> dict[str, Any] | None:
+        return None
+
+    def after_search(self, model: MultiTaskModel, search: dict[str, Any]) -> MultiTaskModel:
+        return model
+
+    def rebuild(self, model: MultiTaskModel, search: dict[str, Any]) -> MultiTaskModel:
+        return model
+
+    def main_epochs(self, trainer_epochs: int) -> int:
+        return trainer_epochs
+
+    def standalone(self, run_dir: Path) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass
+class PolicyStep:
+    """Alternating updates (AdaShare): after every weight update the trainer takes the next
+    mini-batch of ``data`` (a split of the training set kept apart for this), computes the task
+    losses with the current model and calls ``step(losses)``, which adds its own terms,
+    back-propagates and steps the search parameters' optimiser (the weights are not stepped).
+    It returns entries for history.csv (averaged over the epoch)."""
+
+    data: Any  # MultiTaskData (methods import no data code beyond the protocol)
+    step: Callable[[dict[str, torch.Tensor]], dict[str, float]]
 
 
 def head_name(task: str) -> str:
@@ -26,15 +74,23 @@ def head_name(task: str) -> str:
 class SearchContext(Protocol):
     """What a method's search phase may use (given by the runner; methods import no training code).
 
-    ``fit`` trains ``model`` for some epochs as a named phase (best-on-valid weights restored,
-    rows appended to history.csv) and returns the best mean validation score; ``evaluate``
-    scores a split; ``make_optimizer`` builds the run's θ optimiser (the ``optim`` group).
+    ``fit`` trains ``model`` (default: the run's model; e.g. a peeled sub-network) for some
+    epochs as a named phase (best-on-valid weights restored, rows appended to history.csv,
+    the phase checkpointed so a stopped search resumes) and returns the best mean validation
+    score. ``on_epoch_start(e)`` runs before each epoch e of the phase (a temperature or
+    curriculum schedule); ``policy`` alternates weight and search-parameter updates; ``data``
+    trains on a subset of the training set (validation always uses the whole valid split).
+    ``evaluate`` scores a split; ``make_optimizer`` builds the run's θ optimiser; ``data`` is
+    the run's data set; ``seed`` the run's seed.
     """
 
     model: MultiTaskModel
     tasks: Sequence[Task]
     device: torch.device
     run_dir: Path
+    data: Any
+    seed: int
+    history: list[dict[str, Any]]  # history.csv rows so far (ctx.history[-1]: the last epoch)
 
     def fit(
         self,
@@ -44,9 +100,15 @@ class SearchContext(Protocol):
         extra_optimizers: Sequence[torch.optim.Optimizer] = (),
         after_step: Callable[[], None] | None = None,
         update: str = "joint",
+        model: MultiTaskModel | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
+        policy: PolicyStep | None = None,
+        data: Any = None,
     ) -> float: ...
 
-    def evaluate(self, split: str) -> dict[str, dict[str, float]]: ...
+    def evaluate(
+        self, split: str, model: MultiTaskModel | None = None
+    ) -> dict[str, dict[str, float]]: ...
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer: ...
 

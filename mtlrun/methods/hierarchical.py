@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import SharingMethod, head_name
 from mtlrun.model.paths import MultiTaskModel
 
 LAYERS = ("bilstm", "bilstm2")  # layer 1 and layer 2 of the stacked encoder
 
 
-class Hierarchical:
+class Hierarchical(SharingMethod):
     """Shared ``embed`` → ``bilstm`` (layer 1) → ``bilstm2`` (layer 2, input 2·hidden).
 
     ``task_layers[t]`` is the layer whose output task t's head reads (default: pos at 1,

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
-from mtlrun.methods.base import private_copies
+from mtlrun.methods.base import SharingMethod, private_copies
 from mtlrun.model.paths import MultiTaskModel
 
 
-class SingleTask:
+class SingleTask(SharingMethod):
     """Each task gets its own copy of every trunk block (seed 000 Table 4.2 "Single", 1602k)."""
 
     def __init__(self, name: str = "single") -> None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mtlrun.backbones.base import Backbone, SeqState
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import head_name
+from mtlrun.methods.base import SharingMethod, head_name
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -75,7 +75,7 @@ class SoftSharedModel(MultiTaskModel):
         return self.l2_weight * total
 
 
-class SoftSharing:
+class SoftSharing(SharingMethod):
     """Builds :class:`SoftSharedModel` (``coupling`` = ``cross_stitch`` or ``l2``)."""
 
     def __init__(

@@ -23,7 +23,7 @@ from torch import Tensor
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import SearchContext
+from mtlrun.methods.base import SearchContext, SharingMethod
 from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks, warm_up
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import MaskSet, magnitude_prune
@@ -31,10 +31,11 @@ from mtlrun.model.masks import MaskSet, magnitude_prune
 log = logging.getLogger(__name__)
 
 
-class SparseIMP:
+class SparseIMP(SharingMethod):
     """``method=sparse_imp``: per-task IMP masks, then multi-task training with fixed masks."""
 
     update = "per_task"  # Sun et al.: one optimiser step per task batch, tasks in random order
+    searches = True
 
     def __init__(
         self,

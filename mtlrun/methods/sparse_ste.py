@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.base import SearchContext
+from mtlrun.methods.base import SearchContext, SharingMethod
 from mtlrun.methods.sparse import check_ratio, masked_supernet, save_masks, warm_up
 from mtlrun.model.masked import MaskedModel
 from mtlrun.model.masks import topk_mask
@@ -85,8 +85,10 @@ class BernoulliMasks(nn.Module):
             p.clamp_(0.0, 1.0)
 
 
-class SparseSTE:
+class SparseSTE(SharingMethod):
     """Sparse sharing by straight-through-estimated masks (``method=sparse_ste``)."""
+
+    searches = True
 
     def __init__(
         self,

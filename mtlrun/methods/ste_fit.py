@@ -53,6 +53,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mtlrun.errors import ConfigError
+from mtlrun.methods.base import SharingMethod
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _check(key: str, value: object, ok: bool, should: str) -> None:
         raise ConfigError(f"`method.{key}` should be {should}. Found `method.{key} = {value}`.")
 
 
-class STEFit:
+class STEFit(SharingMethod):
     """Seed 000 Appendix A as a standalone run (``mtlrun experiment=ste_fit``); no MTL model."""
 
     def __init__(

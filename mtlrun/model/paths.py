@@ -70,6 +70,15 @@ class MultiTaskModel(nn.Module):
         """θ, the parameters the main optimiser trains (methods may hold search parameters)."""
         return list(self.parameters())
 
+    def fixed_masks(self) -> dict[str, dict[str, Tensor]]:
+        """Per-task weight masks fixed by a search (saved in checkpoints); none here."""
+        return {}
+
+    def set_masks(self, masks: dict[str, dict[str, Tensor]]) -> None:
+        """Fix per-task weight masks (sparse sharing); a model without masks takes none."""
+        if masks:
+            raise TypeError(f"{type(self).__name__} takes no weight masks")
+
     def regularizer(self) -> Tensor | None:
         """An extra loss term added to every step (e.g. soft sharing's L2 coupling), or None."""
         return None

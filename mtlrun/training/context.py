@@ -14,6 +14,7 @@ import torch
 from mtlrun.balancers.base import Balancer
 from mtlrun.data.base import MultiTaskData, Task
 from mtlrun.errors import ConfigError, StorageError
+from mtlrun.methods.base import PolicyStep
 from mtlrun.model.paths import MultiTaskModel
 from mtlrun.training import checkpoint
 from mtlrun.training.evaluate import evaluate
@@ -80,22 +81,33 @@ class RunContext:
         extra_optimizers: Sequence[torch.optim.Optimizer] = (),
         after_step: Callable[[], None] | None = None,
         update: str = "joint",
+        model: MultiTaskModel | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
+        policy: PolicyStep | None = None,
+        data: MultiTaskData | None = None,
     ) -> float:
         index = self._index
         self._index += 1
-        optimizer = self.make_optimizer(self.model.weight_parameters())
+        target = model if model is not None else self.model
+        optimizer = self.make_optimizer(target.weight_parameters())
         done = self._finished_phase(index, name)
         if done is not None:
-            return self._replay(done, optimizer, extra_optimizers, index)
+            return self._replay(done, target, optimizer, extra_optimizers, index)
         settings = dataclasses.replace(
             self.settings, max_epochs=epochs, update=update, max_minutes=None
         )
         phase = Phase(
-            name=name, tasks=tasks, extra_optimizers=extra_optimizers, after_step=after_step
+            name=name,
+            tasks=tasks,
+            extra_optimizers=extra_optimizers,
+            after_step=after_step,
+            on_epoch_start=on_epoch_start,
+            policy=policy,
+            data=data,
         )
-        state = self._cut_phase(index, name, optimizer, extra_optimizers)
+        state = self._cut_phase(index, name, target, optimizer, extra_optimizers)
         state = fit(
-            self.model,
+            target,
             self.data,
             self.tasks,
             self.balancer,
@@ -111,12 +123,12 @@ class RunContext:
         if state.halt is not None or STOP.requested:
             self.history.extend(state.history)
             raise SearchStopped(name, state.halt)
-        self.finish_phase(state)
+        self.finish_phase(state, target)
         payload = {
             "name": name,
             "score": state.best_score,
             "history": state.history,
-            "model": self.model.state_dict(),
+            "model": target.state_dict(),
             "optimizer": optimizer.state_dict(),
             "extra_optimizers": [o.state_dict() for o in extra_optimizers],
             "balancer": self.balancer.state_dict(),
@@ -147,11 +159,12 @@ class RunContext:
     def _replay(
         self,
         payload: dict[str, Any],
+        target: MultiTaskModel,
         optimizer: torch.optim.Optimizer,
         extra_optimizers: Sequence[torch.optim.Optimizer],
         index: int,
     ) -> float:
-        self.model.load_state_dict(payload["model"], strict=False)
+        target.load_state_dict(payload["model"], strict=False)
         optimizer.load_state_dict(payload["optimizer"])
         for opt, saved in zip(extra_optimizers, payload["extra_optimizers"], strict=True):
             opt.load_state_dict(saved)
@@ -166,6 +179,7 @@ class RunContext:
         self,
         index: int,
         name: str,
+        target: MultiTaskModel,
         optimizer: torch.optim.Optimizer,
         extra_optimizers: Sequence[torch.optim.Optimizer],
     ) -> FitState | None:
@@ -178,7 +192,7 @@ class RunContext:
         payload = checkpoint.load(path)
         if payload.get("phase_index") != index:
             return None
-        state, _ = restore(path, self.model, optimizer, self.balancer, strict=False)
+        state, _ = restore(path, target, optimizer, self.balancer, strict=False)
         for opt, saved in zip(extra_optimizers, payload["extra_optimizers"], strict=True):
             opt.load_state_dict(saved)
         log.info("search phase %d (%s): resuming after epoch %d", index, name, state.epoch)
@@ -189,17 +203,25 @@ class RunContext:
         """Remove ``checkpoints/search/`` once the main phase has a checkpoint of its own."""
         shutil.rmtree(self.search_dir, ignore_errors=True)
 
-    def finish_phase(self, state: FitState) -> None:
+    def finish_phase(self, state: FitState, model: MultiTaskModel | None = None) -> None:
         """Restore the phase's best weights and keep its rows for history.csv."""
         if state.best_model is not None:
-            self.model.load_state_dict(state.best_model, strict=False)
+            (model or self.model).load_state_dict(state.best_model, strict=False)
         self.history.extend(state.history)
         self._write([])
 
-    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, split: str, model: MultiTaskModel | None = None
+    ) -> dict[str, dict[str, float]]:
+        target = model if model is not None else self.model
+        tasks = [t for t in self.tasks if t.name in target.tasks]
         return evaluate(
-            self.model, self.data, split, self.tasks, self.settings.eval_batch_size, self.device
+            target, self.data, split, tasks, self.settings.eval_batch_size, self.device
         ).metrics
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
 
 
 def has_search_checkpoint(run_dir: Path) -> bool:

@@ -9,7 +9,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mtlrun.balancers.base import Balancer
 from mtlrun.data.base import MultiTaskData, Task
 from mtlrun.errors import StorageError
+from mtlrun.methods.base import PolicyStep
 from mtlrun.model.paths import MultiTaskModel
 from mtlrun.training import checkpoint
 from mtlrun.training.device import to_device
@@ -55,13 +56,18 @@ class Phase:
 
     ``tasks``: the tasks trained and validated (default all); ``extra_optimizers`` step after
     the main one (e.g. Adam on π) and are neither clipped nor decayed; ``after_step`` runs after
-    every update (e.g. clamping π to [0, 1]).
+    every update (e.g. clamping π to [0, 1]); ``on_epoch_start(e)`` before epoch e of the phase;
+    ``policy`` takes one search-parameter step on its own data after every weight update;
+    ``data`` is the training data of the phase (validation always uses the run's data).
     """
 
     name: str = "train"
     tasks: Sequence[Task] | None = None
     extra_optimizers: Sequence[torch.optim.Optimizer] = ()
     after_step: Callable[[], None] | None = None
+    on_epoch_start: Callable[[int], None] | None = None  # e.g. a temperature schedule
+    policy: PolicyStep | None = None  # alternating search-parameter updates (AdaShare)
+    data: MultiTaskData | None = None  # train on this subset (default: the run's data)
 
 
 @dataclass
@@ -160,6 +166,7 @@ def train_epoch(
     phase = phase or Phase()
     model.train()
     active = {t.name for t in phase.tasks} if phase.tasks else set(model.tasks)
+    data = phase.data or data
     n_steps = settings.steps_per_epoch or data.steps_per_epoch(settings.batch_size)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -177,13 +184,14 @@ def train_epoch(
     balancer_s = 0.0
     order_rng = random.Random(settings.seed * 7919 + epoch)
     watch = NonFiniteWatch(model.tasks, device)
+    policy_batches = _policy_batches(phase, settings, epoch)
     for step, groups in enumerate(bar):
         for update in _updates(groups, active, settings.update == "per_task", order_rng):
             optimizer.zero_grad(set_to_none=True)
             for extra in phase.extra_optimizers:
                 extra.zero_grad(set_to_none=True)
             losses = {}
-            model.taps = {} if getattr(balancer, "uses_taps", False) else None
+            model.taps = {} if balancer.uses_taps else None
             for inputs, targets in update:
                 outputs = model(to_device(inputs, device), tasks=list(targets))
                 for task, logits in outputs.items():
@@ -211,6 +219,10 @@ def train_epoch(
                 extra.step()
             if phase.after_step is not None:
                 phase.after_step()
+            if phase.policy is not None:
+                policy_logs = _policy_update(model, phase.policy, next(policy_batches), device)
+                for key, value in policy_logs.items():
+                    logs[key] = logs.get(key, 0.0) + value
             n_updates += 1
             for task, loss in losses.items():
                 sums[task] = sums.get(task, torch.zeros((), device=device)) + loss.detach()
@@ -224,6 +236,29 @@ def train_epoch(
     out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
     out["time/balancer_s"] = balancer_s
     return out
+
+
+def _policy_batches(phase: Phase, settings: TrainSettings, epoch: int) -> Iterator[list]:
+    """The policy split's mini-batches, cycled (it is smaller than the weights' split)."""
+    if phase.policy is None:
+        return
+    data = phase.policy.data
+    rounds = 0
+    while True:
+        yield from data.train_steps(settings.batch_size, epoch * 1000 + rounds, settings.seed + 1)
+        rounds += 1
+
+
+def _policy_update(
+    model: MultiTaskModel, policy: PolicyStep, groups: list, device: torch.device
+) -> dict[str, float]:
+    """One search-parameter step on a policy mini-batch (the weights are not stepped)."""
+    losses: dict[str, torch.Tensor] = {}
+    for inputs, targets in groups:
+        outputs = model(to_device(inputs, device), tasks=list(targets))
+        for task, logits in outputs.items():
+            losses[task] = task_loss(logits, targets[task].to(device))
+    return policy.step(losses)
 
 
 def fit(
@@ -262,6 +297,8 @@ def fit(
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
         }
+        if phase.on_epoch_start is not None:
+            phase.on_epoch_start(epoch)
         try:
             row.update(
                 train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase)
@@ -274,11 +311,10 @@ def fit(
             # The cut epoch is neither validated nor saved: last.pt stays at the last whole epoch.
             log.warning("stopped by %s during epoch %d", STOP.signal, epoch + 1)
             break
-        if hasattr(balancer, "epoch_end"):
-            losses = {
-                t.name: row[f"train/loss/{t.name}"] for t in tasks if f"train/loss/{t.name}" in row
-            }
-            row.update(balancer.epoch_end(epoch, losses))
+        losses = {
+            t.name: row[f"train/loss/{t.name}"] for t in tasks if f"train/loss/{t.name}" in row
+        }
+        row.update(balancer.epoch_end(epoch, losses))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         row["time/train_s"] = time.perf_counter() - start
@@ -374,9 +410,8 @@ def restore(
 ) -> tuple[FitState, dict[str, Any]]:
     """Load ``last.pt`` into the objects; returns the fit state and the raw payload."""
     payload = checkpoint.load(path)
-    set_masks = getattr(model, "set_masks", None)
-    if "masks" in payload and set_masks is not None:
-        set_masks(payload["masks"])  # mask buffers must exist before the state loads
+    if "masks" in payload:
+        model.set_masks(payload["masks"])  # mask buffers must exist before the state loads
     # Not strict for searched models: their search parameters (π) need not be rebuilt to resume.
     model.load_state_dict(payload["model"], strict=strict)
     optimizer.load_state_dict(payload["optimizer"])

@@ -34,7 +34,17 @@ def _fitting(group: str, option: str) -> list[str]:
         return [*TINY_TEXT, *TOY_SMALL]
     if group == "data":
         return TINY_TEXT
+    if group == "method" and option in IMAGE_METHOD:
+        return [*IMAGE_METHOD[option], *FAST_METHOD.get(option, [])]
     return [*TINY_TEXT, *TOY_SMALL, *FAST_METHOD.get(option, [])]
+
+
+# Methods that need an image backbone: mnist3 with two tasks and a small backbone.
+MNIST_TWO = ["data=mnist3", "data.tasks=[mnist,fashion]", "data.valid_size=16"]
+IMAGE_METHOD = {
+    "adashare": [*MNIST_TWO, "backbone=resnet", *TINY_RESNET],
+    "tree_search": [*MNIST_TWO, "backbone=lenet_bn"],
+}
 
 
 # Searches shortened to one epoch per phase: the structure runs, the budget stays small.
@@ -43,6 +53,13 @@ FAST_METHOD = {
     "sparse_imp": ["method.rounds=2", "method.prune_epochs=1", "method.final_density=0.25"],
     "single_subnet": ["method.rounds=2", "method.prune_epochs=1", "method.final_density=0.25"],
     "ste_fit": ["method.epochs=3", "method.dim=50", "method.n_samples=100"],
+    "tree_search": [
+        "method.n_splits=1",
+        "method.peel_epochs=1",
+        "method.max_stationary_epochs=1",
+        "method.similarity_batches=1",
+    ],
+    "adashare": ["method.warmup_epochs=1", "method.policy_epochs=1", "method.n_samples=2"],
 }
 
 
