@@ -278,6 +278,8 @@ def epoch_plan(cfg: DictConfig, method: Any, trainer_epochs: int) -> dict[str, i
         plan["warmup"] = int(m.warmup_epochs)
     if m.get("search_epochs"):
         plan["search"] = int(m.search_epochs)
+    if m.get("policy_epochs"):
+        plan["policy"] = int(m.policy_epochs)
     if m.get("prune_epochs"):
         plan["imp (per round and task)"] = int(m.prune_epochs)
     main = method.main_epochs(trainer_epochs)

@@ -14,6 +14,8 @@ reduced_for() {
   case "$1" in
     sparse_ste) echo "method.warmup_epochs=1 method.search_epochs=3 method.finetune_epochs=1" ;;
     sparse_imp|single_subnet) echo "method.prune_epochs=1 method.warmup_epochs=1" ;;
+    tree_search) echo "method.peel_epochs=2 method.max_stationary_epochs=2" ;;
+    adashare) echo "method.warmup_epochs=1 method.policy_epochs=3" ;;
     *) echo "" ;;
   esac
 }
@@ -23,6 +25,7 @@ reduced_for() {
 reduced_experiment_for() {
   case "$1" in
     thesis_fig6) echo "data.limit_train=6000 data.limit_eval=1000 trainer.max_epochs=8" ;;
+    thesis_table1|adashare_mnist3) echo "data.limit_train=6000 data.limit_eval=1000 trainer.max_epochs=3" ;;
     *) echo "" ;;
   esac
 }

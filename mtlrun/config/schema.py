@@ -193,6 +193,40 @@ class STEFitConf(MethodConf):
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
 
+@dataclass
+class AdaShareConf(MethodConf):
+    """AdaShare (seed 002): select-or-skip policies over residual blocks (resnet backbone)."""
+
+    _target_: str = "mtlrun.methods.adashare.AdaShare"
+    name: str = "adashare"
+    tau0: float = 5.0  # initial Gumbel-softmax temperature
+    tau_decay: float = 0.965  # τ of policy epoch e = tau0 · tau_decay^e
+    lambda_sparsity: float = 0.05  # weight of Σ log p(select)
+    lambda_sharing: float = 0.05  # weight of Σ_{k1<k2} Σ_l (L−l)/L |α_{l,k1} − α_{l,k2}|
+    warmup_epochs: int = 4  # hard-sharing epochs before the policy search
+    policy_epochs: int = 8  # curriculum epochs: epoch e searches the last min(L, e) blocks
+    policy_lr: float = 0.01  # Adam on the policy logits
+    policy_split: float = 0.2  # fraction of each task's training set kept for policy updates
+    n_samples: int = 8  # policies drawn after the search (plus the most likely one)
+    init_select: float = 0.5  # initial select probability of every block and task
+
+
+@dataclass
+class TreeSearchConf(MethodConf):
+    """Seed 001 §5 Algorithms 2-5: greedy minimum-stress tree search (see conf/method/)."""
+
+    _target_: str = "mtlrun.methods.tree_search.TreeSearch"
+    name: str = "tree_search"
+    n_splits: int = 2  # greedy steps N of Alg. 5 (each splits one block into two)
+    peel_epochs: int = 10  # fine-tuning of each peel (seed 001 Table 1(a): 10 epochs)
+    l1: float = 1e-4  # λ of eq. 5.6 on BN scales (Liu et al. 2017 network slimming; thesis: none)
+    max_stationary_epochs: int = 10  # cap of each "train to Pareto stationarity" phase
+    stationary_share: float = 0.5  # stop a phase once the epoch's kkt/stationary share >= this
+    similarity_batches: int = 10  # validation batches of 100 images per task for eq. 5.1-5.8
+    random_splits: bool = False  # Table 1 baseline: random blocks, random two-way partitions
+    random_seed: int = 0  # seed of the random splits
+
+
 # ---------------------------------------------------------------------- balancers
 
 
@@ -348,6 +382,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "sparse_imp": SparseIMPConf,
         "single_subnet": SingleSubnetConf,
         "ste_fit": STEFitConf,
+        "tree_search": TreeSearchConf,
+        "adashare": AdaShareConf,
     },
     "balancer": {
         "equal": EqualConf,

@@ -14,6 +14,9 @@ from mtlrun.errors import ConfigError
 
 TASKS = {"toy": CONLL_TASKS, "conll": CONLL_TASKS, "mnist3": MNIST3_TASKS}
 TEXT_ONLY_METHODS = ("soft", "hierarchical")
+# method -> the backbones whose blocks end in BatchNorm (seed 001 §5.2 reads that layer)
+BATCHNORM_BACKBONE_METHODS = {"tree_search": ("lenet_bn", "resnet")}
+ADASHARE_BACKBONES = ("resnet",)  # backbones whose blocks offer `skip` (a residual shortcut)
 BACKBONES_FOR = {"text": ["cnn_bilstm"], "image": ["lenet_bn", "resnet"]}
 
 
@@ -68,6 +71,20 @@ def _check_gradient_space(p: list[str], cfg: DictConfig, data: Any, method: Any)
         p.append(
             f"`{key}` needs one output per shared block for all tasks, but method={method} gives "
             f"each task its own (per-task masks or cross-stitch mixing). Instead {fix}."
+        )
+
+
+def _check_bn_backbone(p: list[str], cfg: DictConfig, method: str) -> None:
+    """Methods that read the BatchNorm at the end of each block need such a backbone."""
+    from mtlrun.config.schema import SCHEMAS
+
+    target = _get(cfg, "backbone._target_")
+    names = {getattr(c, "_target_", None): n for n, c in SCHEMAS["backbone"].items()}
+    allowed = BATCHNORM_BACKBONE_METHODS[method]
+    if target is not None and names.get(target) not in allowed:
+        p.append(
+            f"`backbone` should be one of {', '.join(allowed)} for method={method} (it reads the "
+            f"BatchNorm that ends each block). Found `backbone={names.get(target, target)}`."
         )
 
 
@@ -192,6 +209,15 @@ def validate(cfg: DictConfig) -> None:
             f"`method={method}` couples BiLSTM layers: it needs backbone=cnn_bilstm (text data), "
             f"not an {bb_modality} backbone."
         )
+    bb_module = str(_get(cfg, "backbone._target_") or "").split(".")[:-1]  # …backbones.<name>
+    bb_name = bb_module[-1] if bb_module else ""
+    if method == "adashare" and bb_name and bb_name not in ADASHARE_BACKBONES:
+        p.append(
+            "`method=adashare` needs a backbone of residual blocks (allowed: "
+            f"{', '.join(ADASHARE_BACKBONES)}); found backbone={bb_name}"
+        )
+    if method in BATCHNORM_BACKBONE_METHODS:
+        _check_bn_backbone(p, cfg, method)
     _check_gradient_space(p, cfg, name, method)
     if p:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(p))

@@ -81,6 +81,12 @@ class MultiTaskData(Protocol):
 
     def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]: ...
 
+    def train_subset(self, fraction: float, seed: int, part: str) -> MultiTaskData:
+        """The same data with one part of each task's training examples (validation and test
+        unchanged): ``"held_out"``, a ``fraction`` drawn with ``seed``, or ``"rest"``, the
+        others (see :mod:`mtlrun.data.subset`)."""
+        ...
+
 
 @dataclass
 class Predictions:

@@ -6,6 +6,7 @@ images, so a step is a list of one group per task.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from mtlrun.data.mnist3 import (
     image_size,
     load_image_task,
 )
+from mtlrun.data.subset import split_indices
 from mtlrun.errors import ConfigError, DataError
 
 CLASS_NAMES = {
@@ -122,6 +124,17 @@ class ImageTasksData:
                 idx = orders[task][step * batch_size : (step + 1) * batch_size]
                 groups.append((x[idx], {task: y[idx]}))
             yield groups
+
+    def train_subset(self, fraction: float, seed: int, part: str) -> ImageTasksData:
+        """A view with one part of each task's training images (drawn per task from ``seed``);
+        see :func:`mtlrun.data.subset.split_indices`. Validation and test are shared."""
+        view = copy.copy(self)
+        train = {}
+        for k, (task, (x, y)) in enumerate(self.data["train"].items()):
+            idx = split_indices(len(y), fraction, seed * 1_000_003 + k, part)
+            train[task] = (x[idx], y[idx])
+        view.data = {**self.data, "train": train}
+        return view
 
     def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
         for task, (x, y) in self.data[split].items():

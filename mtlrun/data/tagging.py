@@ -5,6 +5,7 @@ Every batch carries the label sequences of all tasks: the tasks read the same se
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -19,6 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs
 from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
 from mtlrun.data.conll_hub import load_conll_hub
+from mtlrun.data.subset import split_indices
 from mtlrun.data.toy import generate_toy
 from mtlrun.errors import ConfigError
 
@@ -186,6 +188,15 @@ class TaggingData:
         for k in range(n_steps):
             batch = order[k * batch_size : (k + 1) * batch_size]
             yield [self._collate([data[i] for i in batch])]
+
+    def train_subset(self, fraction: float, seed: int, part: str) -> TaggingData:
+        """A view with one part of the training sentences (the vocabularies stay those of the
+        whole training split); see :func:`mtlrun.data.subset.split_indices`."""
+        idx = split_indices(len(self._encoded["train"]), fraction, seed, part).tolist()
+        view = copy.copy(self)
+        view._encoded = {**self._encoded, "train": [self._encoded["train"][i] for i in idx]}
+        view.sentences = {**self.sentences, "train": [self.sentences["train"][i] for i in idx]}
+        return view
 
     def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
         data = self._encoded[split]

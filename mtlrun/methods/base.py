@@ -79,7 +79,8 @@ class SearchContext(Protocol):
     the phase checkpointed so a stopped search resumes) and returns the best mean validation
     score. ``on_epoch_start(e)`` runs before each epoch e of the phase (a temperature or
     curriculum schedule); ``policy`` alternates weight and search-parameter updates; ``data``
-    trains on a subset of the training set (validation always uses the whole valid split).
+    trains on a subset of the training set (validation always uses the whole valid split);
+    ``restore_best=False`` keeps the phase's last weights instead of its best epoch's.
     ``evaluate`` scores a split; ``make_optimizer`` builds the run's θ optimiser; ``data`` is
     the run's data set; ``seed`` the run's seed.
     """
@@ -104,6 +105,7 @@ class SearchContext(Protocol):
         on_epoch_start: Callable[[int], None] | None = None,
         policy: PolicyStep | None = None,
         data: Any = None,
+        restore_best: bool = True,
     ) -> float: ...
 
     def evaluate(

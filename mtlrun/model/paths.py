@@ -123,6 +123,52 @@ class MultiTaskModel(nn.Module):
         blocks = {b: copy.deepcopy(self.blocks[b]) for b in path}
         return MultiTaskModel(blocks, {task: path})
 
+    def child_blocks(self, block: str) -> list[str]:
+        """C_F(i): the blocks that directly follow ``block`` on some task's path (first-use order).
+
+        A task's head is the last block of its path, so a head has no children.
+        """
+        seen: dict[str, None] = {}
+        for path in self.paths.values():
+            if block in path[:-1]:
+                seen[path[path.index(block) + 1]] = None
+        return list(seen)
+
+    def split(self, block: str, groups: Sequence[Sequence[str]]) -> list[str]:
+        """split(F, i, π) of seed 001 §3, in place: block i becomes one copy per group of children.
+
+        ``groups`` is a partition of :meth:`child_blocks` (``block``); copy k (1-based) is named
+        ``<block>-<k>``, starts from a deep copy of block i's current weights (so every output
+        is unchanged right after the split) and replaces i on the paths of the tasks whose child
+        lies in group k; from then on each copy receives only its group's gradients. Returns the
+        copies' names. The optimiser must be rebuilt afterwards (the parameters are new objects).
+        """
+        kids = self.child_blocks(block)
+        flat = [c for g in groups for c in g]
+        if not groups or any(not g for g in groups) or sorted(flat) != sorted(kids):
+            raise ValueError(
+                f"split of {block!r}: groups {[list(g) for g in groups]} should be a partition "
+                f"of its children {kids} into non-empty groups"
+            )
+        names = [f"{block}-{k}" for k in range(1, len(groups) + 1)]
+        clash = [n for n in names if n in self.blocks]
+        if clash:
+            raise ValueError(f"split of {block!r}: blocks {clash} exist already")
+        group_of = {c: k for k, g in enumerate(groups) for c in g}
+        for task, path in self.paths.items():
+            if block in path:
+                at = path.index(block)
+                copy_name = names[group_of[path[at + 1]]]
+                self.paths[task] = (*path[:at], copy_name, *path[at + 1 :])
+        blocks: dict[str, nn.Module] = {}
+        for name, module in self.blocks.items():
+            if name == block:
+                blocks.update({n: copy.deepcopy(module) for n in names})
+            else:
+                blocks[name] = module
+        self.blocks = nn.ModuleDict(blocks)
+        return names
+
     # ------------------------------------------------------------------ accounting
 
     def param_counts(self) -> dict[str, Any]:

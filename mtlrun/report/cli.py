@@ -13,6 +13,7 @@ from pathlib import Path
 from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.collect import Found, Record, scan
 from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
+from mtlrun.report.policy_table import adashare_runs, policy_table
 from mtlrun.report.solver_iterations import compares_solvers, fig3_table
 from mtlrun.report.stationarity import fig4_table
 from mtlrun.report.table import Table
@@ -24,6 +25,7 @@ from mtlrun.report.tables import (
     table_4_2,
     table_4_3,
 )
+from mtlrun.report.tree_table import affinity_table, table1, tree_runs
 from mtlrun.report.wall_time import fig6_table
 
 # --table choice -> builder, in the order ``auto`` prints them.
@@ -36,13 +38,21 @@ BUILDERS: dict[str, Callable[[Sequence[Record]], Table]] = {
     "fig6": fig6_table,
     "fig3": fig3_table,
     "fig4": fig4_table,
+    "table1": table1,
+    "table1_affinity": affinity_table,
+    "policy": policy_table,
     "runs": generic_table,
 }
+# Tables printed with another when it is asked for by name (Table 1 and its affinity matrix).
+COMPANIONS: dict[str, list[str]] = {"table1": ["table1_affinity"], "runs": ["policy"]}
 # Tables that ``auto`` prints only when the runs compare what they are about.
 AUTO_ONLY_IF: dict[str, Callable[[Sequence[Record]], bool]] = {
     "fig6": compares_balancers,
     "fig3": compares_solvers,
     "fig4": compares_balancers,
+    "table1": lambda records: bool(tree_runs(records)),
+    "table1_affinity": lambda records: bool(tree_runs(records)),
+    "policy": lambda records: bool(adashare_runs(records)),
 }
 PLOT_FILE = "report_keep_ratio.png"
 # --table choice -> its plot and file name; a plot is drawn when its table is printed.
@@ -96,7 +106,12 @@ def _tables(records: list[Record], choice: str) -> dict[str, Table]:
     """The requested table, or under ``auto`` every table with rows (the runs table always;
     the balancer figures when the runs compare balancers or solvers), keyed by choice."""
     if choice != "auto":
-        return {choice: BUILDERS[choice](records)}
+        tables = {choice: BUILDERS[choice](records)}
+        for name in COMPANIONS.get(choice, []):  # a companion only when it has rows
+            companion = BUILDERS[name](records)
+            if companion.rows:
+                tables[name] = companion
+        return tables
     tables = {
         name: build(records)
         for name, build in BUILDERS.items()

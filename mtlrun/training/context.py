@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -85,6 +86,37 @@ class RunContext:
         on_epoch_start: Callable[[int], None] | None = None,
         policy: PolicyStep | None = None,
         data: MultiTaskData | None = None,
+        restore_best: bool = True,
+    ) -> float:
+        if model is None:
+            return self._fit(
+                name, epochs, tasks, extra_optimizers, after_step, update, None,
+                on_epoch_start, policy, data, restore_best,
+            )  # fmt: skip
+        # Another model (a peel): the run's balancer must come out as it went in (a hybrid
+        # must not switch, GradNorm's weights must not move on one peel's losses).
+        saved = copy.deepcopy(self.balancer.state_dict())
+        try:
+            return self._fit(
+                name, epochs, tasks, extra_optimizers, after_step, update, model,
+                on_epoch_start, policy, data, restore_best,
+            )  # fmt: skip
+        finally:
+            self.balancer.load_state_dict(saved)
+
+    def _fit(
+        self,
+        name: str,
+        epochs: int,
+        tasks: Sequence[Task] | None,
+        extra_optimizers: Sequence[torch.optim.Optimizer],
+        after_step: Callable[[], None] | None,
+        update: str,
+        model: MultiTaskModel | None,
+        on_epoch_start: Callable[[int], None] | None,
+        policy: PolicyStep | None,
+        data: MultiTaskData | None,
+        restore_best: bool = True,
     ) -> float:
         index = self._index
         self._index += 1
@@ -123,6 +155,8 @@ class RunContext:
         if state.halt is not None or STOP.requested:
             self.history.extend(state.history)
             raise SearchStopped(name, state.halt)
+        if not restore_best:  # keep the phase's last weights (e.g. a policy still opening)
+            state.best_model = None
         self.finish_phase(state, target)
         payload = {
             "name": name,

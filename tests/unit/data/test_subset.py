@@ -1,0 +1,64 @@
+"""train_subset: disjoint parts of each task's training set that together cover it; the
+evaluation splits stay whole (AdaShare's policy split)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtlrun.data.images import mnist3_data
+from mtlrun.data.subset import split_indices
+from mtlrun.data.tagging import toy_data
+from mtlrun.errors import ConfigError
+
+
+def test_split_indices_are_disjoint_cover_and_depend_on_the_seed() -> None:
+    held = split_indices(50, 0.2, seed=3, part="held_out")
+    rest = split_indices(50, 0.2, seed=3, part="rest")
+    assert len(held) == 10 and len(rest) == 40
+    assert not set(held.tolist()) & set(rest.tolist())
+    assert sorted(held.tolist() + rest.tolist()) == list(range(50))
+    assert torch.equal(held, split_indices(50, 0.2, seed=3, part="held_out"))
+    assert not torch.equal(held, split_indices(50, 0.2, seed=4, part="held_out"))
+    assert len(split_indices(3, 0.01, seed=0, part="held_out")) == 1  # both parts non-empty
+    assert len(split_indices(3, 0.99, seed=0, part="rest")) == 1
+    with pytest.raises(ConfigError, match="cannot split a training set of 1"):
+        split_indices(1, 0.5, seed=0, part="rest")
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x}
+
+
+def test_image_parts_are_disjoint_per_task_and_eval_is_unchanged(fake_data_root: Path) -> None:
+    data = mnist3_data(str(fake_data_root), tasks=["mnist", "fashion"], valid_size=16)
+    held = data.train_subset(0.25, seed=0, part="held_out")
+    rest = data.train_subset(0.25, seed=0, part="rest")
+    for task, (x, _) in data.data["train"].items():
+        a, b = held.data["train"][task][0], rest.data["train"][task][0]
+        assert len(a) + len(b) == len(x) and len(a) == round(0.25 * len(x))
+        rows = sorted(r.numpy().tobytes() for r in torch.cat([a, b]))
+        assert rows == sorted(r.numpy().tobytes() for r in x)  # together: every image once
+    assert held.sizes()["train"] == {"mnist": 16, "fashion": 16}
+    assert held.sizes()["valid"] == data.sizes()["valid"]
+    assert held.data["test"] is data.data["test"]
+    assert data.sizes()["train"] == {"mnist": 64, "fashion": 64}  # the original is untouched
+    steps = list(held.train_steps(8, epoch=0, seed=0))
+    assert len(steps) == 2 and all(len(groups) == 2 for groups in steps)
+    seen = _rows(torch.cat([g[0][0] for g in steps]))  # mnist's inputs over the epoch
+    assert seen <= _rows(held.data["train"]["mnist"][0])
+
+
+def test_text_parts_are_disjoint_and_cover_the_sentences() -> None:
+    data = toy_data(tasks=["pos", "ner"], n_train=30, n_valid=10, n_test=10)
+    held = data.train_subset(0.2, seed=1, part="held_out")
+    rest = data.train_subset(0.2, seed=1, part="rest")
+    ids = {id(s) for s in data.sentences["train"]}
+    a = {id(s) for s in held.sentences["train"]}
+    b = {id(s) for s in rest.sentences["train"]}
+    assert not a & b and a | b == ids and len(a) == 6
+    assert held.steps_per_epoch(4) == 2
+    assert held.sentences["valid"] is data.sentences["valid"]
+    assert held.input_spec == data.input_spec  # vocabularies of the whole training split
