@@ -116,6 +116,30 @@ def test_a_stopped_search_resumes_to_the_uninterrupted_result(
     assert not (tmp_path / "outputs" / "on" / "checkpoints" / "search").exists()  # cleaned up
 
 
+TREE = ["method=tree_search", "data=mnist3", "data.tasks=[mnist,fashion]", "data.valid_size=16"]
+TREE += ["backbone=lenet_bn", "method.n_splits=1", "method.peel_epochs=2"]
+TREE += ["method.max_stationary_epochs=1", "method.similarity_batches=1", "trainer.max_epochs=1"]
+
+
+def test_a_stopped_tree_search_resumes_to_the_uninterrupted_result(
+    compose_cfg, tmp_path: Path, sigterm_at: dict
+) -> None:
+    """Stopped while fine-tuning a peel: the peel phases replay and the tree is the same."""
+    base = ["trainer.progress=false", "trainer.plots=false"]
+    straight = run(compose_cfg([*base, *TREE]), tmp_path / "straight")
+    total = sigterm_at["n"]
+    sigterm_at.update(n=0, at=total // 2)  # inside the peels' fine-tuning
+    folder = tmp_path / "outputs" / "cut"
+    stopped = run(compose_cfg([*base, *TREE]), folder)
+    assert "test" not in stopped
+    assert "trainer.resume=true continues the search" in stopped["interrupted"]["note"]
+    sigterm_at["at"] = None
+    resumed = run(compose_cfg([*base, *TREE, "trainer.resume=true"]), tmp_path / "outputs" / "on")
+    assert resumed["run"]["resumed_from_dir"] == str(folder.resolve())
+    assert resumed["search"]["tree"]["paths"] == straight["search"]["tree"]["paths"]
+    assert stable(resumed) == stable(straight)
+
+
 def test_sparse_ste_states_its_phases_and_refuses_trainer_max_epochs(
     compose_cfg, tmp_path: Path
 ) -> None:
