@@ -110,9 +110,15 @@ def min_norm(
     """
     if solver not in SOLVERS:
         raise ValueError(f"Unknown min-norm solver {solver!r}; expected one of {list(SOLVERS)}.")
-    _check_finite(grads_or_gram, "Gram matrix" if gram else "gradients")
-    G = _checked_gram(grads_or_gram) if gram else gram_matrix(grads_or_gram).cpu()
+    if gram:
+        _check_finite(grads_or_gram, "Gram matrix")
+        G = _checked_gram(grads_or_gram)
+    else:
+        # NaN or inf in a row makes its squared norm non-finite, so the small (T, T) matrix is
+        # checked and the (T, d) gradients are scanned only to name the problem.
+        G = gram_matrix(grads_or_gram).cpu()
     if not bool(torch.isfinite(G).all()):
+        _check_finite(grads_or_gram, "Gram matrix" if gram else "gradients")
         raise ValueError("min_norm: ||g_t||² overflows float64; scale the gradients down.")
     T = G.shape[0]
     if solver == "exact" and T > 2:
