@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class MtlrunError(Exception):
     """Base class: the CLI prints ``str(error)`` and exits with status 2."""
@@ -21,3 +24,35 @@ class StorageError(MtlrunError):
 
 class DivergedError(MtlrunError):
     """Training produced a non-finite loss or gradient; the message names task, epoch and step."""
+
+
+class ArgumentErrors:
+    """The problems of one component's arguments, raised together as one ConfigError.
+
+    A constructor records every check (:meth:`choice`, :meth:`require`, :meth:`add`) and raises
+    once (:meth:`raise_if_any`), so ``balancer.solver=bad balancer.normalize=bad`` names both
+    keys in one message (STYLE §7). ``group`` is the config group the keys belong to.
+    """
+
+    def __init__(self, group: str = "balancer") -> None:
+        self.group = group
+        self.problems: list[str] = []
+
+    def add(self, problem: str) -> None:
+        if problem not in self.problems:  # e.g. hybrid checks the keys it shares with both phases
+            self.problems.append(problem)
+
+    def require(self, ok: bool, key: str, should: str, value: Any) -> None:
+        """Record "`<group>.<key>` should be <should>. Found …" unless ``ok``."""
+        if not ok:
+            full = f"{self.group}.{key}"
+            self.add(f"`{full}` should be {should}. Found `{full} = {value}`.")
+
+    def choice(self, key: str, value: str, allowed: Sequence[str]) -> None:
+        self.require(value in allowed, key, f"one of {', '.join(allowed)}", value)
+
+    def raise_if_any(self) -> None:
+        if len(self.problems) == 1:
+            raise ConfigError(self.problems[0])
+        if self.problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(self.problems))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,3 +52,21 @@ def real_data() -> Path:
     if not REAL_DATA or not Path(REAL_DATA).is_dir():
         pytest.skip("MTLRUN_DATA is not set to a data folder")
     return Path(REAL_DATA).resolve()
+
+
+@pytest.fixture()
+def sigterm_at(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``calls["at"] = n`` raises SIGTERM during the n-th training loss of the next run."""
+    from mtlrun.training import loop
+
+    original = loop.task_loss
+    calls: dict = {"n": 0, "at": None}
+
+    def counting_loss(logits, target):
+        calls["n"] += 1
+        if calls["n"] == calls["at"]:
+            signal.raise_signal(signal.SIGTERM)
+        return original(logits, target)
+
+    monkeypatch.setattr(loop, "task_loss", counting_loss)
+    return calls

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mtlrun.balancers import blocks as B
 from mtlrun.balancers.blocks import StationarityMonitor
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ArgumentErrors
 from mtlrun.model.paths import MultiTaskModel
 
 
@@ -35,36 +35,6 @@ class Balancer(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-class ArgumentErrors:
-    """The problems of one balancer's arguments, raised together as one ConfigError.
-
-    A constructor records every check (:meth:`choice`, :meth:`require`, :meth:`add`) and raises
-    once (:meth:`raise_if_any`, done by :class:`BlockBalancer`), so ``balancer.solver=bad
-    balancer.normalize=bad`` names both keys in one message (STYLE §7).
-    """
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def add(self, problem: str) -> None:
-        if problem not in self.problems:  # hybrid checks the keys it shares with both phases
-            self.problems.append(problem)
-
-    def require(self, ok: bool, key: str, should: str, value: Any) -> None:
-        """Record "`balancer.<key>` should be <should>. Found …" unless ``ok``."""
-        if not ok:
-            self.add(f"`balancer.{key}` should be {should}. Found `balancer.{key} = {value}`.")
-
-    def choice(self, key: str, value: str, allowed: Sequence[str]) -> None:
-        self.require(value in allowed, key, f"one of {', '.join(allowed)}", value)
-
-    def raise_if_any(self) -> None:
-        if len(self.problems) == 1:
-            raise ConfigError(self.problems[0])
-        if self.problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(self.problems))
 
 
 class BlockBalancer:

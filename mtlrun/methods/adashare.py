@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mtlrun.backbones.base import Backbone
 from mtlrun.data.base import Task
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ArgumentErrors, ConfigError
 from mtlrun.methods.base import PolicyStep, SearchContext, SharingMethod, shared_trunk
 from mtlrun.model.paths import MultiTaskModel
 from mtlrun.model.policy import SELECT, Policy, PolicyModel
@@ -127,28 +127,18 @@ class AdaShare(SharingMethod):
         init_select: float = 0.5,
         name: str = "adashare",
     ) -> None:
-        problems: list[str] = []
-
-        def require(ok: bool, key: str, should: str, value: Any) -> None:
-            if not ok:
-                problems.append(
-                    f"`method.{key}` should be {should}. Found `method.{key} = {value}`."
-                )
-
-        require(tau0 > 0 and math.isfinite(tau0), "tau0", "> 0", tau0)
-        require(0 < tau_decay <= 1, "tau_decay", "in (0, 1]", tau_decay)
-        require(lambda_sparsity >= 0, "lambda_sparsity", ">= 0", lambda_sparsity)
-        require(lambda_sharing >= 0, "lambda_sharing", ">= 0", lambda_sharing)
-        require(warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", warmup_epochs)
-        require(policy_epochs >= 1, "policy_epochs", "an integer >= 1", policy_epochs)
-        require(policy_lr > 0 and math.isfinite(policy_lr), "policy_lr", "> 0", policy_lr)
-        require(0 < policy_split < 1, "policy_split", "in (0, 1)", policy_split)
-        require(n_samples >= 0, "n_samples", "an integer >= 0", n_samples)
-        require(0 < init_select < 1, "init_select", "in (0, 1)", init_select)
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        errors = ArgumentErrors("method")
+        errors.require(tau0 > 0 and math.isfinite(tau0), "tau0", "> 0", tau0)
+        errors.require(0 < tau_decay <= 1, "tau_decay", "in (0, 1]", tau_decay)
+        errors.require(lambda_sparsity >= 0, "lambda_sparsity", ">= 0", lambda_sparsity)
+        errors.require(lambda_sharing >= 0, "lambda_sharing", ">= 0", lambda_sharing)
+        errors.require(warmup_epochs >= 0, "warmup_epochs", "an integer >= 0", warmup_epochs)
+        errors.require(policy_epochs >= 1, "policy_epochs", "an integer >= 1", policy_epochs)
+        errors.require(policy_lr > 0 and math.isfinite(policy_lr), "policy_lr", "> 0", policy_lr)
+        errors.require(0 < policy_split < 1, "policy_split", "in (0, 1)", policy_split)
+        errors.require(n_samples >= 0, "n_samples", "an integer >= 0", n_samples)
+        errors.require(0 < init_select < 1, "init_select", "in (0, 1)", init_select)
+        errors.raise_if_any()
         self.name, self.tau0, self.tau_decay = name, tau0, tau_decay
         self.lambda_sparsity, self.lambda_sharing = lambda_sparsity, lambda_sharing
         self.warmup_epochs, self.policy_epochs, self.policy_lr = (

@@ -31,7 +31,7 @@ from mtlrun.backbones.base import Backbone
 from mtlrun.backbones.lenet_bn import LeNetBN
 from mtlrun.backbones.resnet import ResNet
 from mtlrun.data.base import Task
-from mtlrun.errors import ConfigError
+from mtlrun.errors import ArgumentErrors, ConfigError
 from mtlrun.methods import stress as S
 from mtlrun.methods.base import SearchContext, SharingMethod, shared_trunk
 from mtlrun.methods.tree_artefacts import write_step_artefacts, write_tree_json, write_tree_png
@@ -145,25 +145,23 @@ class TreeSearch(SharingMethod):
         random_seed: int = 0,
         name: str = "tree_search",
     ) -> None:
-        problems: list[str] = []
-
-        def need(ok: bool, key: str, should: str, value: Any) -> None:
-            if not ok:
-                problems.append(
-                    f"`method.{key}` should be {should}. Found `method.{key} = {value}`."
-                )
-
-        need(n_splits >= 1, "n_splits", "an integer >= 1", n_splits)
-        need(peel_epochs >= 1, "peel_epochs", "an integer >= 1", peel_epochs)
-        need(l1 >= 0, "l1", ">= 0", l1)
-        need(max_stationary_epochs >= 1, "max_stationary_epochs", "an integer >= 1",
-             max_stationary_epochs)  # fmt: skip
-        need(0 <= stationary_share <= 1, "stationary_share", "in [0, 1]", stationary_share)
-        need(similarity_batches >= 1, "similarity_batches", "an integer >= 1", similarity_batches)
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        errors = ArgumentErrors("method")
+        errors.require(n_splits >= 1, "n_splits", "an integer >= 1", n_splits)
+        errors.require(peel_epochs >= 1, "peel_epochs", "an integer >= 1", peel_epochs)
+        errors.require(l1 >= 0, "l1", ">= 0", l1)
+        errors.require(
+            max_stationary_epochs >= 1,
+            "max_stationary_epochs",
+            "an integer >= 1",
+            max_stationary_epochs,
+        )
+        errors.require(
+            0 <= stationary_share <= 1, "stationary_share", "in [0, 1]", stationary_share
+        )
+        errors.require(
+            similarity_batches >= 1, "similarity_batches", "an integer >= 1", similarity_batches
+        )
+        errors.raise_if_any()
         self.name, self.n_splits, self.peel_epochs, self.l1 = name, n_splits, peel_epochs, l1
         self.max_stationary_epochs, self.stationary_share = max_stationary_epochs, stationary_share
         self.similarity_batches = similarity_batches

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, cast
@@ -13,7 +11,7 @@ import numpy as np
 import torch
 
 from mtlrun.errors import ConfigError
-from mtlrun.training.run_dir import read_metrics, storage_error
+from mtlrun.training.run_dir import atomic_write, read_metrics, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +46,12 @@ def save(path: Path, state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise storage_error(e, path.parent) from None
-    tmp = path.with_suffix(".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as f:  # a Python file: torch's write errors keep their errno
             torch.save(state, f)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise storage_error(e, path) from None
+
+    atomic_write(path, write, errors=(OSError, RuntimeError))  # torch wraps the OSError
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mtlrun.training.run_dir import storage_error
+from mtlrun.training.run_dir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +21,8 @@ def write_json(path: Path, obj: Any) -> None:
     Non-finite floats (NaN, ±inf) are written as ``null``. A failed write (full disk, no
     permission) raises :class:`StorageError` naming the file and leaves no temp file.
     """
-    tmp = path.with_suffix(path.suffix + ".tmp")
     text = json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise storage_error(e, path) from None
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def finite(obj: Any) -> Any:
@@ -54,18 +45,15 @@ def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    tmp = path.with_suffix(".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _fmt(v) for k, v in row.items()})
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise storage_error(e, path) from None
+
+    atomic_write(path, write)
 
 
 def _fmt(v: Any) -> Any:

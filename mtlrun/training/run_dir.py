@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -93,6 +94,27 @@ def storage_error(exc: BaseException, path: Path) -> StorageError:
     if isinstance(exc, PermissionError):
         return StorageError(f"cannot write {path}: permission denied")
     return StorageError(f"cannot write {path}: {exc}")
+
+
+def atomic_write(
+    path: Path,
+    write: Callable[[Path], object],
+    errors: tuple[type[BaseException], ...] = (OSError,),
+) -> None:
+    """``write(tmp)`` to ``<name>.tmp`` beside ``path``, then replace ``path`` with it.
+
+    A reader never sees half a file. A failed write (``errors``: full disk, file-size limit, no
+    permission) removes the partial temp file, leaves ``path`` as it was, and raises
+    :class:`StorageError` naming ``path``.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except errors as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(e, path) from None
 
 
 def unwritable_ancestor(path: Path) -> Path | None:

@@ -104,25 +104,15 @@ def test_toy_hard_sharing_learns(compose_cfg, tmp_path: Path) -> None:
 
 
 def test_sigterm_keeps_the_result_and_resume_finishes_it(
-    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose_cfg, tmp_path: Path, sigterm_at: dict
 ) -> None:
     """A SIGTERM in epoch 2 of 3: the run stops after that mini-batch, tests the best whole
     epoch and writes metrics.json marked interrupted; resuming ends as the uninterrupted run."""
     import signal
 
-    from mtlrun.training import loop
     from mtlrun.training.interrupt import STOP
 
-    original = loop.task_loss
-    calls = {"n": 0, "at": None}
-
-    def counting_loss(logits, target):
-        calls["n"] += 1
-        if calls["n"] == calls["at"]:
-            signal.raise_signal(signal.SIGTERM)
-        return original(logits, target)
-
-    monkeypatch.setattr(loop, "task_loss", counting_loss)
+    calls = sigterm_at
     straight = run(compose_cfg([*BASE, "trainer.max_epochs=3"]), tmp_path / "straight")
     per_epoch = calls["n"] // 3
     calls.update(n=0, at=per_epoch + 4)  # a few mini-batches into epoch 2

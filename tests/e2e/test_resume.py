@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from mtlrun.cli import objective
 from mtlrun.errors import ConfigError
 from mtlrun.run import run
-from mtlrun.training import loop
 from tests.conftest import TINY_TEXT, TOY_SMALL
 
 BASE = [*TINY_TEXT, *TOY_SMALL, "trainer.progress=false", "trainer.plots=false", "optim.lr=0.5"]
@@ -24,22 +22,6 @@ VOLATILE = ("time", "run")
 
 def stable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in VOLATILE}
-
-
-@pytest.fixture()
-def sigterm_at(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """``calls["at"] = n`` raises SIGTERM during the n-th training loss of the next run."""
-    original = loop.task_loss
-    calls: dict = {"n": 0, "at": None}
-
-    def counting_loss(logits, target):
-        calls["n"] += 1
-        if calls["n"] == calls["at"]:
-            signal.raise_signal(signal.SIGTERM)
-        return original(logits, target)
-
-    monkeypatch.setattr(loop, "task_loss", counting_loss)
-    return calls
 
 
 def test_resume_dir_alone_resumes_that_folder(compose_cfg, tmp_path: Path) -> None:
