@@ -11,7 +11,12 @@ import numpy as np
 import torch
 
 from mtlrun.errors import ConfigError
-from mtlrun.training.run_dir import atomic_write, read_metrics, storage_error
+from mtlrun.training.run_dir import (
+    atomic_write,
+    read_metrics,
+    resumable_checkpoint,
+    storage_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +116,6 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: l
     a, b = _flatten(saved), _flatten(current)
     shown = [f"{k} (saved {a.get(k, '<absent>')}, now {b.get(k, '<absent>')})" for k in keys[:8]]
     return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-
-
-def resumable_checkpoint(run_dir: Path) -> Path | None:
-    """What ``trainer.resume`` continues in a run folder: the main phase's ``last.pt``, else the
-    newest file of an unfinished search (``checkpoints/search/``), else None."""
-    main = run_dir / "checkpoints" / "last.pt"
-    if main.is_file():
-        return main
-    search = run_dir / "checkpoints" / "search"
-    files = [p for p in [search / "last.pt", *search.glob("phase_*.pt")] if p.is_file()]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
 def find_resumable(search_root: Path, config: dict[str, Any]) -> list[Path]:

@@ -147,6 +147,17 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def resumable_checkpoint(run_dir: Path) -> Path | None:
+    """What ``trainer.resume`` continues in a run folder: the main phase's ``last.pt``, else the
+    newest file of an unfinished search (``checkpoints/search/``), else None."""
+    main = run_dir / "checkpoints" / "last.pt"
+    if main.is_file():
+        return main
+    search = run_dir / "checkpoints" / "search"
+    files = [p for p in [search / "last.pt", *search.glob("phase_*.pt")] if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
 def is_finished(metrics: dict[str, Any] | None) -> bool:
     """A result that a later run must not overwrite: tested, neither interrupted nor diverged."""
     return bool(metrics) and "interrupted" not in metrics and "diverged" not in metrics  # type: ignore[operator]
@@ -248,9 +259,9 @@ class RunFolder:
                 f"run folder {self.path} holds the metrics.json of a diverged run; "
                 "give this run its own hydra.run.dir"
             )
-        if (self.path / "checkpoints" / "last.pt").exists():
+        if resumable_checkpoint(self.path) is not None:
             raise ConfigError(
-                f"run folder {self.path} holds an unfinished run (checkpoints/last.pt); continue "
+                f"run folder {self.path} holds an unfinished run (checkpoints/); continue "
                 "it with trainer.resume=true, or give this run its own hydra.run.dir"
             )
         if metrics is not None:

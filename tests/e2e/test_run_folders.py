@@ -53,6 +53,12 @@ def test_an_unfinished_folder_is_only_entered_to_resume_it(compose_cfg, tmp_path
     (folder / "metrics.json").unlink()  # killed hard after epoch 1
     with pytest.raises(ConfigError, match="holds an unfinished run .* trainer.resume=true"):
         run(compose_cfg([*BASE, "trainer.max_epochs=2"]), folder)
+    # Killed during a search (kill -9): only checkpoints/search/ holds its state.
+    searching = tmp_path / "outputs" / "searching"
+    (searching / "checkpoints" / "search").mkdir(parents=True)
+    (searching / "checkpoints" / "search" / "phase_000.pt").write_bytes(b"state")
+    with pytest.raises(ConfigError, match="holds an unfinished run .* trainer.resume=true"):
+        run(compose_cfg([*BASE, "trainer.max_epochs=2"]), searching)
     # A job restarted into its own folder (a launcher after pre-emption) continues it there.
     resumed = run(compose_cfg([*BASE, "trainer.max_epochs=2", "trainer.resume=true"]), folder)
     assert resumed["epochs"]["trained"] == 2
