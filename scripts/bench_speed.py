@@ -15,9 +15,10 @@ tiny generated idx files (random pixels; the step cost does not depend on them).
 
 mtlrun column: ``train_epoch`` itself (the real training path: balancer=equal with the preset's
 Pareto-stationarity monitor unless ``--kkt-every`` says otherwise, trainer.grad_clip as the
-preset, progress bar off). Plain column: the loop a researcher would write, over the same model
-(built by mtlrun from the same seed, so the same parameters) and the same batches: forward each
-task, sum of cross-entropies (plus the model's regulariser, soft sharing's L2 coupling), one
+preset, progress bar off, ``backbone.lstm_kernel`` auto unless ``--kernel`` says otherwise).
+Plain column: the loop a researcher would write, over the same model built from the same seed
+(so the same parameters) with the textbook kernels (a ``pack_padded_sequence`` BiLSTM) and the
+same batches: forward each task, sum of cross-entropies (plus the model's regulariser, soft sharing's L2 coupling), one
 backward, clip_grad_norm_, optimiser step(s). Both run ``--steps`` steps after 5 warm-up steps,
 interleaved, ``--repeats`` times; the faster block counts. Epoch seconds are ms/step times the
 data's steps per epoch (extrapolated, not measured). A benchmark, not a test: it asserts nothing.
@@ -170,6 +171,15 @@ def plain_block(parts: Parts, data: Any, settings: TrainSettings, epoch: int) ->
             parts.phase.after_step()
 
 
+def reference(cfg: DictConfig) -> DictConfig:
+    """The plain loop's model: the textbook kernels (a packed BiLSTM), same parameters."""
+    if "lstm_kernel" not in cfg.backbone:
+        return cfg
+    out = cfg.copy()
+    out.backbone.lstm_kernel = "packed"
+    return out
+
+
 def device_of(parts: Parts) -> torch.device:
     return next(parts.model.parameters()).device
 
@@ -189,7 +199,7 @@ def timed(block: Block, parts: Parts, data: Any, settings: TrainSettings, epoch:
 def time_row(cfg: DictConfig, row: Row, args: argparse.Namespace, device: torch.device) -> Result:
     """Faster of ``repeats`` interleaved blocks of mtlrun and the plain loop, seconds per step."""
     data = data_of(cfg)
-    ours, plain = make_parts(cfg, row.mode, device), make_parts(cfg, row.mode, device)
+    ours, plain = make_parts(cfg, row.mode, device), make_parts(reference(cfg), row.mode, device)
     base = TrainSettings(
         max_epochs=1,
         batch_size=cfg.trainer.batch_size,
@@ -219,7 +229,8 @@ def row_overrides(row: Row, args: argparse.Namespace, tmp: Path) -> tuple[list[s
     if args.kkt_every is not None:
         out.append(f"balancer.kkt_every={args.kkt_every}")
     if not row.images:
-        return [*out, f"data={args.data}"], args.data
+        kernel = [f"backbone.lstm_kernel={args.kernel}"] if args.kernel else []
+        return [*out, *kernel, f"data={args.data}"], args.data
     real = os.environ.get("MTLRUN_DATA")
     if real and (Path(real) / "MNIST").is_dir():
         if not (Path(real) / "KMNIST" / "raw" / TRAIN_FILES[0]).is_file():
@@ -297,7 +308,8 @@ def print_header(args: argparse.Namespace, device: torch.device) -> None:
         f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"data {args.data}, commit {git_commit()}\n"
         f"{args.steps} timed steps x {args.repeats} repeats (faster kept), {WARMUP} warm-up "
-        f"steps, mtlrun and plain interleaved; balancer=equal, kkt_every {kkt}\n"
+        f"steps, mtlrun and plain interleaved; balancer=equal, kkt_every {kkt}; mtlrun's "
+        f"lstm_kernel {args.kernel or 'auto (the default)'}, plain loop's packed\n"
     )
 
 
@@ -344,6 +356,13 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="comma list of row labels (default all)")
     parser.add_argument("--batch", type=int, default=None, help="default: each preset's own")
     parser.add_argument("--kkt-every", type=int, default=None, help="default: the preset's")
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        choices=["auto", "padded", "packed"],
+        help="mtlrun's backbone.lstm_kernel (default: the config's, auto); the plain loop "
+        "always runs the textbook packed BiLSTM",
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     wanted = [s.strip() for s in args.rows.split(",")] if args.rows else [r.label for r in ROWS]

@@ -152,20 +152,88 @@ class CharWordEmbed(nn.Module):
         return pooled.reshape(batch, length, -1)
 
 
+LSTM_KERNELS = ("auto", "padded", "packed")
+
+
+def _lstm_kernel(kernel: str) -> str:
+    """``auto``: ``padded`` for training steps (small batches: the packed kernel runs step by
+    step), ``packed`` under ``no_grad`` (evaluation's large batches: packing skips the padding).
+    Measured by scripts/bench_speed.py; both compute the same function."""
+    if kernel != "auto":
+        return kernel
+    return "padded" if torch.is_grad_enabled() else "packed"
+
+
+def _reverse_index(lengths: Tensor, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For padded (B, L) sequences: the index that reverses each sequence within its length
+    (padding positions map to themselves; the map is its own inverse) and the (B, L) mask of
+    real positions. Built on the CPU from ``lengths``, copied without a host sync."""
+    steps = torch.arange(length)
+    real = steps[None, :] < lengths[:, None]
+    index = torch.where(real, lengths[:, None] - 1 - steps[None, :], steps[None, :])
+    return index.to(device, non_blocking=True), real.to(device, non_blocking=True)
+
+
+def padded_bilstm(
+    x: Tensor,
+    lengths: Tensor,
+    forward_weights: list[Tensor],
+    backward_weights: list[Tensor],
+    training: bool,
+) -> Tensor:
+    """A one-layer BiLSTM over padded (B, L, D) sequences of ``lengths``: (B, L, 2H), 0 at padding.
+
+    The same function as a packed bidirectional LSTM: the forward direction reads each
+    sequence from its start (outputs at real positions never see the padding after them); the
+    backward direction runs forward over each sequence reversed within its length, and its
+    outputs are put back in place. Two whole-sequence LSTM calls (oneDNN on a CPU, cuDNN on a
+    GPU) instead of a packed one, which on a CPU runs time step by time step. Weights are
+    (w_ih, w_hh, b_ih, b_hh) per direction, as in :class:`torch.nn.LSTM`.
+    """
+    batch, length, _ = x.shape
+    hidden = forward_weights[1].shape[1]
+    index, real = _reverse_index(lengths, length, x.device)
+    zeros = x.new_zeros(1, batch, hidden)
+    state = (zeros, zeros)
+    ahead, _, _ = torch.lstm(x, state, forward_weights, True, 1, 0.0, training, False, True)
+    flipped = x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+    back, _, _ = torch.lstm(flipped, state, backward_weights, True, 1, 0.0, training, False, True)
+    back = back.gather(1, index[:, :, None].expand(-1, -1, hidden))
+    return torch.cat([ahead, back], dim=-1).masked_fill(~real[:, :, None], 0.0)
+
+
+def _direction_weights(
+    lstm: nn.LSTM, weights: dict[str, Tensor] | None = None
+) -> tuple[list[Tensor], list[Tensor]]:
+    """(forward, backward) weight lists of a one-layer bidirectional LSTM, from the module's own
+    parameters (as swapped in by ``functional_call``) or from ``weights``."""
+    get = (lambda n: getattr(lstm, n)) if weights is None else weights.__getitem__
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    return [get(n) for n in names], [get(f"{n}_reverse") for n in names]
+
+
 class BiLSTMBlock(nn.Module):
     """Block ``bilstm`` / ``bilstm2``: one bidirectional LSTM layer, then dropout.
 
     Input :class:`SeqState` x (B, L, input_size); output x (B, L, 2 * hidden), zero at padding
-    positions. Packed by ``lengths``, so padding never reaches the recurrence.
+    positions; padding never reaches a real position's output. ``kernel``: ``packed`` packs
+    the batch by ``lengths`` (the textbook ``pack_padded_sequence`` path); ``padded`` runs
+    :func:`padded_bilstm`, the same function, about 2.5x faster on a CPU (equal to packed up
+    to float rounding, pinned by tests); ``auto`` picks per use (see :func:`_lstm_kernel`).
     """
 
-    def __init__(self, input_size: int, hidden: int, dropout: float) -> None:
+    def __init__(self, input_size: int, hidden: int, dropout: float, kernel: str = "auto") -> None:
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
+        self.kernel = kernel
         _init_lstm(self.lstm)
 
     def forward(self, state: SeqState) -> SeqState:
+        if _lstm_kernel(self.kernel) == "padded":
+            ahead, back = _direction_weights(self.lstm)
+            x = padded_bilstm(state.x, state.lengths, ahead, back, self.training)
+            return SeqState(self.dropout(x), state.lengths)
         packed = pack_padded_sequence(
             state.x, state.lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -192,9 +260,13 @@ class BiLSTMBlock(nn.Module):
                 else stacked.view(n_tasks, 4, hidden).transpose(0, 1).reshape(-1)
             )
         x = torch.cat([s.x for s in xs], dim=-1)  # (B, L, T*in)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = functional_call(self._wide_lstm(n_tasks), weights, (packed,))
-        y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        if _lstm_kernel(self.kernel) == "padded":
+            ahead, back = _direction_weights(self.lstm, weights)
+            y = padded_bilstm(x, lengths, ahead, back, self.training)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = functional_call(self._wide_lstm(n_tasks), weights, (packed,))
+            y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         batch, length = y.shape[:2]
         y = y.view(batch, length, 2, n_tasks, hidden).permute(0, 1, 3, 2, 4)  # (B, L, T, 2, H)
         y = self.dropout(y.reshape(batch, length, n_tasks, 2 * hidden))
@@ -334,8 +406,15 @@ class CNNBiLSTM:
         hidden: int = 200,
         dropout: float = 0.5,
         embeddings: str | None = None,
+        lstm_kernel: str = "auto",
     ) -> None:
         check_modality("CNNBiLSTM", "text", modality, input_spec)
+        _require(
+            lstm_kernel in LSTM_KERNELS,
+            f"`lstm_kernel` should be one of {list(LSTM_KERNELS)}. "
+            f"Found `lstm_kernel = {lstm_kernel!r}`.",
+        )
+        self.lstm_kernel = lstm_kernel
         _require(
             input_spec.n_words > 0 and input_spec.n_chars > 0, "the data set has no vocabulary."
         )
@@ -375,8 +454,12 @@ class CNNBiLSTM:
         """A fresh ``embed``, ``bilstm`` or ``bilstm2`` block (see the class docstring)."""
         builders: dict[str, Callable[[], nn.Module]] = {
             "embed": self._make_embed,
-            "bilstm": lambda: BiLSTMBlock(self.out_features["embed"], self.hidden, self.dropout),
-            "bilstm2": lambda: BiLSTMBlock(2 * self.hidden, self.hidden, self.dropout),
+            "bilstm": lambda: BiLSTMBlock(
+                self.out_features["embed"], self.hidden, self.dropout, self.lstm_kernel
+            ),
+            "bilstm2": lambda: BiLSTMBlock(
+                2 * self.hidden, self.hidden, self.dropout, self.lstm_kernel
+            ),
         }
         _require(name in builders, f"no block {name!r}; blocks are {list(builders)}.")
         return builders[name]()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from mtlrun.balancers import blocks as B
 from mtlrun.balancers.blocks import StationarityMonitor
@@ -63,17 +64,36 @@ class BlockBalancer:
         self.tasks, self.name = list(tasks), name
         self.monitor = StationarityMonitor(kkt_every, kkt_tol)
 
-    def monitor_params(self, losses: dict[str, Tensor], model: MultiTaskModel) -> None:
+    def monitor_params(
+        self, losses: dict[str, Tensor], model: MultiTaskModel
+    ) -> tuple[list[nn.Parameter], dict[str, tuple[Tensor | None, ...]]] | None:
         """The KKT check on parameter gradients, for balancers that solve no min-norm problem.
 
-        Costs one extra backward pass per task, so it runs on one mini-batch in ``kkt_every``.
+        Costs one backward pass per task, so it runs on one mini-batch in ``kkt_every``.
+        Returns the trainable parameters and each task's gradients on them when it ran (a
+        balancer whose update is a fixed combination of them can skip its own backward pass
+        then: see :meth:`assign_weighted`), else None.
         """
         if not self.monitor.due() or len(losses) < 2:
-            return
+            return None
         params = B.trainable(model)
         per_task = B.task_param_grads(losses, params)
         blocks = B.param_blocks(model, params, list(losses))
         self.monitor.record(B.check_param_stationarity(per_task, blocks, params, self.monitor.tol))
+        return params, per_task
+
+    @staticmethod
+    def assign_weighted(
+        params: Sequence[Tensor],
+        per_task: dict[str, tuple[Tensor | None, ...]],
+        weights: dict[str, float],
+    ) -> None:
+        """``.grad`` += Σ_t w_t ∇L_t from gradients already computed: the gradient of
+        Σ_t w_t L_t (up to float rounding) without another backward pass."""
+        for k, p in enumerate(params):
+            terms = [weights[t] * g for t, gs in per_task.items() if (g := gs[k]) is not None]
+            if terms:
+                B.add_grad(p, torch.stack(terms).sum(0) if len(terms) > 1 else terms[0])
 
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         return self.monitor.epoch_log()

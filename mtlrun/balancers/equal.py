@@ -38,7 +38,10 @@ class Equal(BlockBalancer):
         self.weights = {t: float(weights.get(t, 1.0)) for t in tasks}
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
-        self.monitor_params(losses, model)
-        total = torch.stack([self.weights[t] * loss for t, loss in losses.items()]).sum()
-        total.backward()
+        checked = self.monitor_params(losses, model)
+        if checked is not None:  # the monitor's per-task gradients make the update
+            self.assign_weighted(*checked, {t: self.weights[t] for t in losses})
+        else:
+            total = torch.stack([self.weights[t] * loss for t, loss in losses.items()]).sum()
+            total.backward()
         return {f"weight/{t}": self.weights[t] for t in losses}

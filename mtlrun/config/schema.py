@@ -87,6 +87,7 @@ class CNNBiLSTMConf(BackboneConf):
     hidden: int = 200
     dropout: float = 0.5
     embeddings: str | None = None  # GloVe-format text file
+    lstm_kernel: str = "auto"  # auto | padded | packed: how the BiLSTM runs (same function)
 
 
 @dataclass

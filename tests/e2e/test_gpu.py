@@ -88,3 +88,53 @@ def test_divergence_on_cuda_is_reported_with_task_epoch_and_step(
     info = metrics["diverged"]
     assert info["epoch"] == 1 and info["step"] >= 1, info
     assert "test" not in metrics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kernel", ["padded", "packed"])
+def test_a_hard_sharing_step_on_cuda_never_waits_for_the_gpu(kernel: str) -> None:
+    """The whole step as train_epoch runs it (copies, forward, losses, watch, balancer, clip,
+    optimiser) queues work without a host sync, so the CPU runs ahead of the GPU. The packed
+    kernel syncs (pack_padded_sequence copies its sort order to the GPU): it is the reference."""
+    from mtlrun.backbones.cnn_bilstm import CNNBiLSTM
+    from mtlrun.balancers.equal import Equal
+    from mtlrun.data.tagging import toy_data
+    from mtlrun.methods.hard import HardSharing
+    from mtlrun.training.device import to_device
+    from mtlrun.training.evaluate import task_loss
+    from mtlrun.training.loop import NonFiniteWatch
+
+    device = torch.device("cuda")
+    data = toy_data(n_train=40, n_valid=8, n_test=8)
+    torch.manual_seed(0)
+    backbone = CNNBiLSTM(input_spec=data.input_spec, lstm_kernel=kernel, hidden=16)
+    model = HardSharing().build(backbone, data.tasks).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    balancer = Equal([t.name for t in data.tasks], kkt_every=0)
+    watch = NonFiniteWatch(model.tasks, device)
+    steps = list(data.train_steps(8, 0, 0, 4))
+
+    def step(k: int, groups: list) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses = {}
+        for inputs, targets in groups:
+            for task, logits in model(to_device(inputs, device)).items():
+                losses[task] = task_loss(logits, to_device(targets[task], device))
+        watch.record(losses, k)
+        balancer.backward(losses, model)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    step(0, steps[0])  # first call: lazy CUDA/cuDNN set-up may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        if kernel == "packed":
+            with pytest.raises(RuntimeError, match="synchroniz"):
+                step(1, steps[1])
+        else:
+            for k, groups in enumerate(steps[1:], start=1):
+                step(k, groups)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    watch.check(epoch=0)
