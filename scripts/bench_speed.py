@@ -22,13 +22,20 @@ same batches: forward each task, sum of cross-entropies (plus the model's regula
 backward, clip_grad_norm_, optimiser step(s). Both run ``--steps`` steps after 5 warm-up steps,
 interleaved, ``--repeats`` times; the faster block counts. Epoch seconds are ms/step times the
 data's steps per epoch (extrapolated, not measured). A benchmark, not a test: it asserts nothing.
+
+Peer rows: LibMTL (a separate environment, never a dependency of mtlrun; see
+scripts/peer_libmtl.py) on the same lenet_bn/mnist3 set-up, EW against mtlrun's equal and MGDA
+against mtlrun's mgda, when ``--peer-python PATH`` (or this interpreter) can import it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -340,10 +347,61 @@ def print_goals(results: list[Result], device: torch.device) -> None:
     print("\nGoals of issue 11 (this device):\n")
     for goal in GOALS:
         print(f"- [{goal.device}] {goal.text}: {goal_status(goal, by_row, device)}")
-    if importlib.util.find_spec("LibMTL") is None:
-        print("\nLibMTL not importable: peer row skipped")
-    else:
-        print("\nLibMTL importable: its peer row is not written yet (issue 11, later deliverable)")
+
+
+PEER_GOAL = 0.67  # mtlrun's ms/step at most this times LibMTL's (issue 11)
+PEER_ROWS = {"EW": "equal", "MGDA": "mgda"}  # LibMTL weighting -> mtlrun balancer
+
+
+def peer_python(args: argparse.Namespace) -> str | None:
+    """The interpreter that can import LibMTL: ``--peer-python``, else this one if it can."""
+    if args.peer_python:
+        return str(args.peer_python)
+    return sys.executable if importlib.util.find_spec("LibMTL") is not None else None
+
+
+def run_peer(python: str, args: argparse.Namespace, device: torch.device, random: bool) -> list:
+    """LibMTL's ms/step from scripts/peer_libmtl.py (run by ``python``), one dict per weighting."""
+    script = Path(__file__).with_name("peer_libmtl.py")
+    command = [python, str(script), "--device", device.type, "--steps", str(args.steps)]
+    command += ["--repeats", str(args.repeats), "--weighting", ",".join(PEER_ROWS)]
+    if random:
+        command.append("--random")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        print(f"\nLibMTL peer failed (exit {done.returncode}): {' | '.join(tail)}")
+        return []
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def peer_section(args: argparse.Namespace, device: torch.device, tmp: Path) -> None:
+    """LibMTL against mtlrun on lenet_bn/mnist3 hard sharing, equal and MGDA (same batches)."""
+    python = peer_python(args)
+    if python is None:
+        print(
+            "\nLibMTL not importable (give its environment with --peer-python PATH): "
+            "peer rows skipped"
+        )
+        return
+    row = next(r for r in ROWS if r.images)
+    base, note = row_overrides(row, args, tmp)
+    peers = run_peer(python, args, device, random="generated" in note)
+    if not peers:
+        return
+    print(f"\nPeer: LibMTL {peers[0]['version']} ({python}), {note}, batch {peers[0]['batch']}\n")
+    print("| weighting | LibMTL ms/step | mtlrun ms/step | mtlrun/LibMTL | goal ≤ 0.67 |")
+    print("|---|---:|---:|---:|---|")
+    for peer in peers:
+        balancer = PEER_ROWS[peer["weighting"]]
+        cfg = compose_config([*base, f"balancer={balancer}"])
+        ours = 1e3 * time_row(cfg, row, args, device).mtlrun_s
+        ratio = ours / peer["ms_per_step"]
+        met = "met" if ratio <= PEER_GOAL else "NOT met"
+        print(
+            f"| {peer['weighting']} (mtlrun balancer={balancer}) | {peer['ms_per_step']:.2f} "
+            f"| {ours:.2f} | {ratio:.2f} | {met} |"
+        )
 
 
 def main() -> None:
@@ -363,6 +421,13 @@ def main() -> None:
         help="mtlrun's backbone.lstm_kernel (default: the config's, auto); the plain loop "
         "always runs the textbook packed BiLSTM",
     )
+    parser.add_argument(
+        "--peer-python",
+        type=Path,
+        default=None,
+        help="python of a separate environment with LibMTL (scripts/peer_libmtl.py's docstring)",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip the LibMTL rows")
     args = parser.parse_args()
     device = pick_device(args.device)
     wanted = [s.strip() for s in args.rows.split(",")] if args.rows else [r.label for r in ROWS]
@@ -381,9 +446,11 @@ def main() -> None:
                 f"plain {1e3 * result.plain_s:.2f} ms/step",
                 flush=True,
             )
-    print()
-    print_table(results, notes)
-    print_goals(results, device)
+        print()
+        print_table(results, notes)
+        print_goals(results, device)
+        if not args.no_peer:
+            peer_section(args, device, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -325,19 +325,66 @@ class StationarityMonitor:
         return out
 
 
+def block_gram(
+    per_task: Mapping[str, Sequence[Tensor | None]], ks: Sequence[int], users: Sequence[str]
+) -> Tensor:
+    """The (T, T) float64 Gram matrix of the users' gradients on one block's parameters.
+
+    Summed parameter by parameter, so the block's gradients are never concatenated; of a 2-D
+    parameter only the rows some task's gradient touches are read in float64 (an embedding
+    table's gradient is zero outside the batch's words). Equal to ``gram_matrix`` of the
+    concatenated rows up to float64 rounding.
+    """
+    n = len(users)
+    device = next(g[k].device for t in users for k in ks if (g := per_task[t])[k] is not None)
+    gram = torch.zeros(n, n, dtype=torch.float64, device=device)
+    for k in ks:
+        grads = [per_task[t][k] for t in users]
+        present = [g for g in grads if g is not None]
+        if not present:
+            continue
+        zero = torch.zeros_like(present[0])
+        rows = torch.stack([g if g is not None else zero for g in grads])  # (T, *shape)
+        if rows.dim() == 3 and rows.shape[1] > 1024:  # (T, rows, cols): keep touched rows only
+            touched = rows.ne(0).any(dim=2).any(dim=0).nonzero().squeeze(1)
+            rows = rows.index_select(1, touched)
+        flat_rows = rows.reshape(n, -1).double()
+        gram += flat_rows @ flat_rows.T
+    return 0.5 * (gram + gram.T)
+
+
+def solve_gram_block(
+    gram: Tensor, users: Sequence[str], solver: str, max_iter: int, kkt_tol: float
+) -> BlockSolution:
+    """:func:`solve_block` from the block's Gram matrix instead of its gradient rows."""
+    result = min_norm(gram, solver=solver, gram=True, max_iter=max_iter)
+    biggest = float(gram.diagonal().max())
+    stationary = is_pareto_stationary(result, biggest, kkt_tol)
+    ratio = (max(result.norm_sq, 0.0) / biggest) ** 0.5 if biggest > 0 else 0.0
+    return BlockSolution(list(users), result.weights.cpu(), result, stationary, ratio)
+
+
 def check_param_stationarity(
     per_task: Mapping[str, Sequence[Tensor | None]],
     blocks: Sequence[ParamBlock],
     params: Sequence[Tensor],
     tol: float,
 ) -> list[BlockSolution]:
-    """Min-norm per shared block on parameter gradients (projection solver), for the monitor."""
+    """Min-norm per shared block on parameter gradients (projection solver), for the monitor.
+
+    Works on each block's Gram matrix (:func:`block_gram`): the same solution as on the
+    concatenated gradient rows, without copying the block's gradients.
+    """
     out = []
     for blk in blocks:
         if len(blk.users) < 2:
             continue
-        rows = torch.stack([flat(per_task[t], blk.ks, params) for t in blk.users])
-        out.append(solve_block(rows, blk.users, "projection", 250, tol))
+        if all(per_task[t][k] is None for t in blk.users for k in blk.ks):
+            rows = torch.zeros(len(blk.users), 1, dtype=torch.float64)
+            out.append(solve_block(rows, blk.users, "projection", 250, tol))
+            continue
+        gram = block_gram(per_task, blk.ks, blk.users)
+        out.append(solve_gram_block(gram, blk.users, "projection", 250, tol))
     return out
 
 

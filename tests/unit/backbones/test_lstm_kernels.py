@@ -152,3 +152,23 @@ def test_auto_pads_training_steps_and_packs_evaluation(monkeypatch: pytest.Monke
     with torch.no_grad():
         b(state)
     assert used == ["padded"]  # evaluation went the packed way
+
+
+@pytest.mark.parametrize("case", sorted(LENGTHS))
+def test_pack_and_unpack_are_the_library_functions_without_their_syncs(case: str) -> None:
+    """The packed kernel's own pack/unpack give exactly the tensors of pack_padded_sequence and
+    pad_packed_sequence (which copy the sort order and the lengths between host and GPU with a
+    wait each time)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from mtlrun.backbones.cnn_bilstm import pack, unpack
+
+    state = batch(LENGTHS[case], 5, 1.0)
+    ours = pack(state.x, state.lengths)
+    library = pack_padded_sequence(state.x, state.lengths, batch_first=True, enforce_sorted=False)
+    for a, b in zip(ours, library, strict=True):
+        assert a is not None and b is not None
+        assert torch.equal(a, b)
+    total = state.x.shape[1] + 2  # total_length beyond the longest sentence pads with zeros
+    expected, _ = pad_packed_sequence(library, batch_first=True, total_length=total)
+    assert torch.equal(unpack(ours, total), expected)
