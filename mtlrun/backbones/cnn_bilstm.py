@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import _VF, Tensor, nn
 from torch.func import functional_call
-from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
 from mtlrun.backbones.base import SeqState, check_modality, require
