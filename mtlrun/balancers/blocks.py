@@ -336,7 +336,7 @@ def block_gram(
     concatenated rows up to float64 rounding.
     """
     n = len(users)
-    device = next(g[k].device for t in users for k in ks if (g := per_task[t])[k] is not None)
+    device = next(g.device for t in users for k in ks if (g := per_task[t][k]) is not None)
     gram = torch.zeros(n, n, dtype=torch.float64, device=device)
     for k in ks:
         grads = [per_task[t][k] for t in users]
