@@ -11,6 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mtlrun import sweep
 from mtlrun.config.schema import register_configs
 from mtlrun.config.source import hydra_config_path
 from mtlrun.errors import MtlrunError
@@ -29,15 +30,30 @@ def _main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    job = sweep.in_sweep()  # a sweep's job returns on failure, so that the others run on
     try:
-        metrics = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task))
+        metrics = run(cfg, run_dir, overrides=list(hydra_cfg.overrides.task), sweep_job=job)
     except MtlrunError as e:
         discard_if_empty(run_dir)  # Hydra made the folder; a rejected run leaves nothing
         print(f"mtlrun: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+        if not job:
+            sys.exit(EXIT_ERROR)
+        sweep.record_failure(e, run_dir)
+        return None
+    except Exception as e:
+        if not job:
+            raise
+        log.exception("job %s failed", hydra_cfg.job.num)  # the traceback, for the bug report
+        discard_if_empty(run_dir)
+        sweep.record_failure(e, run_dir)
+        return None
+    if job:
+        sweep.clear_failure(run_dir)
     if "diverged" in metrics:
         print(f"mtlrun: error: {metrics['diverged']['note']}; see {run_dir}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
+        if not job:
+            sys.exit(EXIT_DIVERGED)
+        return None  # the result is written and marked; the sweep's report shows it
     stopped = metrics.get("interrupted")
     if stopped and stopped.get("signal"):  # the result is on disk; tell the scheduler
         signum = signal.Signals[stopped["signal"]]
@@ -45,7 +61,10 @@ def _main(cfg: DictConfig) -> float | None:
         sys.exit(128 + int(signum))
     if stopped:
         print(f"mtlrun: error: {stopped['reason']}; results so far in {run_dir}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+        if not job:
+            sys.exit(EXIT_ERROR)
+        sweep.record_failure(MtlrunError(stopped["reason"]), run_dir)
+        return None
     return objective(metrics)
 
 
@@ -82,7 +101,13 @@ def main() -> None:
                 file=sys.stderr,
             )
             sys.exit(EXIT_ERROR)
+        missing = sweep.missing_launcher(sys.argv[1:])
+        if missing is not None:
+            print(f"mtlrun: error: {missing}", file=sys.stderr)
+            sys.exit(EXIT_ERROR)
     _main()
+    if sweep.ENDED:  # every job ran; some failed (listed in the sweep's report.md)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrun
+from mtlrun import sweep
 from mtlrun.config.validate import validate
 from mtlrun.errors import ConfigError, MtlrunError, StorageError
 from mtlrun.model.masked import MaskedModel
@@ -39,6 +40,7 @@ from mtlrun.training.outputs import (
     write_predictions,
 )
 from mtlrun.training.run_dir import RunFolder, no_space, storage_error
+from mtlrun.training.tblog import TensorBoardLog
 
 log = logging.getLogger("mtlrun")
 
@@ -126,32 +128,44 @@ class Resume:
     payload: dict[str, Any] | None = None
 
 
-def _resume(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Resume | None:
+def _resume_folder(folder: Path, config: dict[str, Any], key: str) -> Resume:
+    """Continue the checkpoint of ``folder``, which must have been trained with ``config``."""
+    found = checkpoint.resumable_checkpoint(folder)
+    if found is None:
+        raise ConfigError(
+            f"`{key}` holds no checkpoint to continue "
+            f"({folder / 'checkpoints' / 'last.pt'} does not exist)."
+        )
+    main = folder / "checkpoints" / "last.pt"
+    payload = checkpoint.load(main) if main.is_file() else None
+    saved = checkpoint.saved_config(folder)
+    if saved is None:
+        saved = (payload or {}).get("config", {})
+    diff = checkpoint.config_differences(saved, config)
+    if diff:
+        raise ConfigError(
+            f"cannot resume {folder}: it was trained with different values of "
+            f"{checkpoint.describe_differences(saved, config, diff)}."
+        )
+    return Resume(folder, main if payload is not None else None, payload)
+
+
+def _resume(
+    cfg: DictConfig, run_dir: Path, config: dict[str, Any], sweep_job: bool = False
+) -> Resume | None:
     """The run to continue: ``trainer.resume_dir`` (implies resuming), or with
     ``trainer.resume=true`` the newest unfinished same-config run under ``outputs/`` (the run's
-    own folder included: a job restarted into its folder continues there)."""
+    own folder included: a job restarted into its folder continues there). A sweep's job
+    continues only its own folder, and starts afresh when that holds no checkpoint."""
     if cfg.trainer.resume_dir:
         folder = Path(cfg.trainer.resume_dir)
-        found = checkpoint.resumable_checkpoint(folder)
-        if found is None:
-            raise ConfigError(
-                f"`trainer.resume_dir={folder}` holds no checkpoint to continue "
-                f"({folder / 'checkpoints' / 'last.pt'} does not exist)."
-            )
-        main = folder / "checkpoints" / "last.pt"
-        payload = checkpoint.load(main) if main.is_file() else None
-        saved = checkpoint.saved_config(folder)
-        if saved is None:
-            saved = (payload or {}).get("config", {})
-        diff = checkpoint.config_differences(saved, config)
-        if diff:
-            raise ConfigError(
-                f"cannot resume {folder}: it was trained with different values of "
-                f"{checkpoint.describe_differences(saved, config, diff)}."
-            )
-        return Resume(folder, main if payload is not None else None, payload)
+        return _resume_folder(folder, config, f"trainer.resume_dir={folder}")
     if not cfg.trainer.resume:
         return None
+    if sweep_job:
+        if checkpoint.resumable_checkpoint(run_dir) is None:
+            return None
+        return _resume_folder(run_dir, config, f"the sweep job's folder {run_dir}")
     root = next(
         (p for p in run_dir.resolve().parents if p.name == "outputs"), run_dir.resolve().parent
     )
@@ -198,6 +212,7 @@ def _provenance(
             "mtlrun_version": mtlrun.__version__,
             "torch_version": torch.__version__,
             "device": str(device),
+            "threads": torch.get_num_threads(),
             "resumed_from": str(resume.last or resume.run_dir) if resume else None,
             "resumed_from_dir": str(resume.run_dir.resolve()) if resume else None,
         },
@@ -245,7 +260,11 @@ def setup(
 
 
 def run(
-    cfg: DictConfig, run_dir: Path, command: str | None = None, overrides: list[str] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    command: str | None = None,
+    overrides: list[str] | None = None,
+    sweep_job: bool = False,
 ) -> dict[str, Any]:
     """Train, select on validation, test, and write every output of METHODS §6 into ``run_dir``.
 
@@ -253,9 +272,18 @@ def run(
     refused). A SIGTERM or SIGINT stops training after the current mini-batch; the best whole
     epoch is still tested and written, with ``metrics.json`` marked ``interrupted``. A
     non-finite loss stops the run marked ``diverged``; a full disk, marked ``interrupted``.
+
+    ``sweep_job``: the run is one job of a sweep. With ``trainer.resume=true`` a job whose
+    folder holds a finished result returns that result untouched (a re-run sweep skips it), a
+    job with a checkpoint in its folder continues it, and any other starts afresh.
     """
+    if sweep_job and cfg.trainer.resume and not cfg.trainer.resume_dir:
+        done = checkpoint.read_metrics(run_dir)
+        if done is not None and "interrupted" not in done:
+            log.info("%s holds a finished result: skipped (trainer.resume=true)", run_dir)
+            return done
     with stop_on_signals():
-        return _run(cfg, run_dir, command, overrides)
+        return _run(cfg, run_dir, command, overrides, sweep_job)
 
 
 def refuse_ignored_settings(cfg: DictConfig, overrides: list[str] | None) -> None:
@@ -323,13 +351,17 @@ def _run_log(run_dir: Path) -> Iterator[None]:
 
 
 def _run(
-    cfg: DictConfig, run_dir: Path, command: str | None, overrides: list[str] | None
+    cfg: DictConfig,
+    run_dir: Path,
+    command: str | None,
+    overrides: list[str] | None,
+    sweep_job: bool = False,
 ) -> dict[str, Any]:
     validate(cfg)
     refuse_ignored_settings(cfg, overrides)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     method = build(cfg.method)
-    resume = _resume(cfg, run_dir, config)
+    resume = _resume(cfg, run_dir, config, sweep_job)
     own = resume is not None and resume.run_dir.resolve() == run_dir.resolve()
     with RunFolder(run_dir, resuming_own=own) as folder:
         try:
@@ -338,7 +370,14 @@ def _run(
                     _write_hydra_files(run_dir, cfg, overrides)
                 except OSError as e:
                     raise storage_error(e, run_dir) from None
-                return _train(cfg, method, run_dir, config, command, overrides, resume)
+                tensorboard = TensorBoardLog(run_dir) if cfg.trainer.get("tensorboard") else None
+                try:
+                    return _train(
+                        cfg, method, run_dir, config, command, overrides, resume, tensorboard
+                    )
+                finally:
+                    if tensorboard is not None:
+                        tensorboard.close()
         except MtlrunError:
             folder.forget_if_unused()  # e.g. a data error: the rejected run leaves nothing
             raise
@@ -352,9 +391,15 @@ def _train(
     command: str | None,
     overrides: list[str] | None,
     resume: Resume | None,
+    tensorboard: TensorBoardLog | None = None,
 ) -> dict[str, Any]:
     settings = _settings(cfg)
-    device = pick_device(cfg.trainer.device)
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = pick_device(sweep.job_device(cfg.trainer.device, cuda_count))
+    threads = sweep.job_threads(cfg.trainer.get("threads"))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.info("device %s, %d CPU threads", device, torch.get_num_threads())
     seed_everything(settings.seed)
     started = time.perf_counter()
     standalone = method.standalone(run_dir)
@@ -381,6 +426,7 @@ def _train(
     ctx = RunContext(
         model, data, tasks, balancer, settings, device, run_dir, make_optimizer, search_source
     )
+    ctx.on_history = tensorboard.rows if tensorboard is not None else None
     epochs = method.main_epochs(settings.max_epochs)
     state: FitState | None = None
     search: dict[str, Any] | None = None
@@ -427,6 +473,8 @@ def _train(
 
     def after_epoch(s: FitState) -> None:
         write_history(run_dir / "history.csv", ctx.history + s.history)
+        if tensorboard is not None:
+            tensorboard.rows(ctx.history + s.history)
         ctx.discard_search_checkpoints()  # the main phase's last.pt now holds the search result
 
     def extra_state() -> dict[str, Any]:

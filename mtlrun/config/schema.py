@@ -354,6 +354,8 @@ class TrainerConf:
     progress: bool = True  # progress bar (only shown on a terminal)
     save_predictions: bool = True
     plots: bool = True
+    threads: int | None = None  # torch CPU threads; null: the job's share of the box (sweeps)
+    tensorboard: bool = False  # event files under <run>/tensorboard/ (needs mtlrun[tensorboard])
 
 
 # ------------------------------------------------------------------------- top

@@ -150,6 +150,7 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, f"{t}.lr_decay", lambda v: v >= 0, ">= 0")
     _check(p, cfg, f"{t}.patience", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, f"{t}.max_minutes", lambda v: v is None or v > 0, "> 0 or null")
+    _check(p, cfg, f"{t}.threads", lambda v: v is None or v >= 1, "an integer >= 1 or null")
     _check(p, cfg, f"{t}.steps_per_epoch", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_train", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")

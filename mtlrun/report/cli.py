@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.collect import Found, Record, scan
@@ -131,6 +132,42 @@ def _summary(found: Found, root: Path) -> str:
             f"{count} run(s) superseded by the run that resumed them, in no table: {pairs}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _failures_markdown(failures: list[dict[str, Any]]) -> str:
+    lines = [
+        f"## Failed jobs ({len(failures)})",
+        "",
+        "| job | overrides | error |",
+        "|---|---|---|",
+    ]
+    for f in failures:
+        overrides = " ".join(f.get("overrides", [])) or "(none)"
+        error = str(f.get("error", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {f.get('job', '?')} | `{overrides}` | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(root: Path, failures: list[dict[str, Any]] | None = None) -> Path:
+    """``<root>/report.md`` (every table that applies, as ``mtlrun-report`` prints them, and
+    the failed jobs), with the tables' CSVs and plots beside it; returns the report's path."""
+    found = scan(root)
+    parts = [f"# Sweep report: {root}\n", _summary(found, root)]
+    if found.records:
+        tables = _tables(found.records, "auto")
+        for table in tables.values():
+            parts.append(table.to_markdown())
+            table.write_csv(root)
+        for name in (n for n in tables if n in PLOTS and tables[n].rows):
+            draw, file_name = PLOTS[name]
+            draw(found.records, root / file_name)
+    if failures:
+        parts.append(_failures_markdown(failures))
+    path = root / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

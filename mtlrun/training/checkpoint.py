@@ -77,6 +77,8 @@ RESUME_FREE = (
     "trainer.max_minutes",
     "trainer.plots",
     "trainer.save_predictions",
+    "trainer.threads",
+    "trainer.tensorboard",
 )
 
 

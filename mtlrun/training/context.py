@@ -66,6 +66,8 @@ class RunContext:
         self.history: list[dict[str, Any]] = []
         self.resume_from = resume_from
         self._index = 0
+        # Called with the whole history after every epoch (e.g. TensorBoard's live curves).
+        self.on_history: Callable[[list[dict[str, Any]]], None] | None = None
 
     @property
     def search_dir(self) -> Path:
@@ -73,6 +75,8 @@ class RunContext:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         write_history(self.run_dir / "history.csv", self.history + rows)
+        if self.on_history is not None:
+            self.on_history(self.history + rows)
 
     def fit(
         self,

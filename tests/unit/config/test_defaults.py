@@ -35,7 +35,15 @@ INTENDED_SCHEMA = {
 
 # Schema fields that run.py reads itself (no component, so no second default).
 READ_BY_RUN = {
-    ("trainer", "default"): {"device", "resume", "resume_dir", "save_predictions", "plots"},
+    ("trainer", "default"): {
+        "device",
+        "resume",
+        "resume_dir",
+        "save_predictions",
+        "plots",
+        "threads",
+        "tensorboard",
+    },
 }
 
 # Component keywords with a default that no config key reaches.

@@ -1,0 +1,49 @@
+"""trainer.tensorboard=true: a run's history as TensorBoard scalars, search phases included."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from mtlrun.run import run
+from tests.conftest import TINY_TEXT, TOY_SMALL
+
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+
+QUICK = [*TINY_TEXT, *TOY_SMALL, "trainer.progress=false", "trainer.plots=false"]
+
+
+def scalars(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return events
+
+
+def test_a_run_writes_its_epochs_as_scalars(compose_cfg, tmp_path: Path) -> None:
+    run(compose_cfg([*QUICK, "trainer.max_epochs=3", "trainer.tensorboard=true"]), tmp_path)
+    events = scalars(tmp_path)
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss/pos", "valid/ner/f1", "valid/score", "weight/pos", "kkt/stationary"} <= tags
+    history = list(csv.DictReader((tmp_path / "history.csv").open()))
+    for key in ("valid/score", "train/loss/ner"):
+        logged = events.Scalars(key)
+        assert [e.step for e in logged] == [1, 2, 3]
+        expected = [float(row[key]) for row in history]
+        assert [e.value for e in logged] == pytest.approx(expected, rel=1e-5)
+
+
+def test_search_phases_are_on_the_same_axis(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        [*QUICK, "method=sparse_ste", "method.warmup_epochs=1", "method.search_epochs=2",
+         "method.finetune_epochs=1", "trainer.tensorboard=true"]
+    )  # fmt: skip
+    run(cfg, tmp_path)
+    rows = (tmp_path / "history.csv").read_text().strip().splitlines()[1:]
+    events = scalars(tmp_path)
+    assert [e.step for e in events.Scalars("valid/score")] == list(range(1, len(rows) + 1))
+    assert len(rows) == 4  # warm-up 1, search 2, fine-tuning 1
