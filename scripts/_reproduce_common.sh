@@ -1,10 +1,14 @@
 # Shared by the reproduce_*.sh scripts: output folder, reduced mode, one run per row.
 # REDUCED=1 sizes a run for two CPU cores: data and epochs are cut, every run records the cuts in
 # metrics.json data.deviations and notes=reduced, and the report marks such rows.
+# PARALLEL=N runs N rows at once (e.g. on one GPU, whose small steps leave it mostly idle): each
+# row's output goes to <row>.log beside its folder, each takes the box's cores / N torch threads
+# (trainer.threads), and the report waits for every row.
 set -euo pipefail
 MTLRUN=${MTLRUN:-mtlrun}
 REPORT=${REPORT:-mtlrun-report}
 REDUCED=${REDUCED:-0}
+PARALLEL=${PARALLEL:-1}
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 
 common_reduced=(data.limit_train=1500 data.limit_eval=500 trainer.max_epochs=3 trainer.patience=null notes=reduced)
@@ -48,7 +52,22 @@ run_row() {
     extra=("${common_reduced[@]}" $(reduced_for "$method") $(reduced_experiment_for "$experiment"))
   fi
   echo "== $experiment $* ${extra[*]}"
+  if [ "$PARALLEL" -gt 1 ]; then
+    while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || true; done
+    local threads=$(( $(nproc) / PARALLEL ))
+    [ "$threads" -ge 1 ] || threads=1
+    mkdir -p "$(dirname "$out")"
+    ( $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" trainer.progress=false \
+        "trainer.threads=$threads" "${extra[@]}" "$@" > "$out.log" 2>&1 \
+        || echo "!! $experiment failed (see $out.log)" ) &
+    return 0
+  fi
   # The row's own overrides come last so that they win over the reduced budget.
   $MTLRUN "experiment=$experiment" "hydra.run.dir=$out" trainer.progress=false "${extra[@]}" "$@" \
     || echo "!! $experiment failed (see $out/mtlrun.log)"
+}
+
+# wait_rows: with PARALLEL > 1, wait for every row still running (before the report).
+wait_rows() {
+  wait || true
 }

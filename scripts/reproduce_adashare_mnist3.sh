@@ -13,5 +13,6 @@ fallback=($(mnist3_fallback))
 for method in adashare hard single; do
   run_row "$OUT/$method" adashare_mnist3 "$method" "${fallback[@]}" "$@" "method=$method"
 done
+wait_rows
 $REPORT "$OUT" --table runs
 echo "policy: $OUT/adashare/policy.json, $OUT/adashare/policy.png"

@@ -20,4 +20,5 @@ if [ "$SEPARATE" = 1 ]; then
     run_row "$OUT/$solver" thesis_fig6 hard "${fallback[@]}" "$@" balancer=mgda "balancer.solver=$solver"
   done
 fi
+wait_rows
 $REPORT "$OUT" --table fig3

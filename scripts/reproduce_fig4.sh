@@ -21,4 +21,5 @@ for b in $BALANCERS; do
   fi
   run_row "$OUT/$b" thesis_fig6 hard "${fallback[@]}" "$@" "balancer=$b" "${monitor[@]}"
 done
+wait_rows
 $REPORT "$OUT" --table fig4

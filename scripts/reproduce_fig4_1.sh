@@ -9,4 +9,5 @@ OUT=${OUT:-outputs/fig4_1/$stamp}
 for r in 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9; do
   run_row "$OUT/keep$r" dml_t42_sparse_ste sparse_ste "$@" "method.keep_ratio=$r"
 done
+wait_rows
 $REPORT "$OUT" --table sweep

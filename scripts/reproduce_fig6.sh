@@ -24,4 +24,5 @@ for b in $BALANCERS; do
   esac
   run_row "$OUT/$b" thesis_fig6 hard "${fallback[@]}" "${monitor[@]}" "$@" "balancer=$b"
 done
+wait_rows
 $REPORT "$OUT" --table fig6

@@ -22,4 +22,5 @@ for seed in $SEEDS; do
       "trainer.seed=$seed" method.random_splits=true "method.random_seed=$r"
   done
 done
+wait_rows
 $REPORT "$OUT" --table table1

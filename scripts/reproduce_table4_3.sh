@@ -13,4 +13,5 @@ for method in sparse_imp sparse_ste; do
     run_row "$OUT/${method}_warmup$w" "dml_t42_$method" "$method" "$@" "method.warmup_epochs=$w"
   done
 done
+wait_rows
 $REPORT "$OUT" --table 4.3

@@ -1,0 +1,74 @@
+"""scripts/reproduce_*.sh with PARALLEL=N: N rows at once, each with its share of the cores,
+every row run, the report only after the last row (a stand-in mtlrun records what it is given)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+
+FAKE = """#!/usr/bin/env bash
+# Stand-in for mtlrun: note start, arguments and end; take a moment like a training would.
+echo "start $(date +%s.%N) $*" >> "$LOG"
+sleep 0.4
+echo "end $(date +%s.%N)" >> "$LOG"
+"""
+
+
+def run_script(tmp_path: Path, parallel: int) -> list[str]:
+    fake = tmp_path / "fake_mtlrun"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    report = tmp_path / "report.log"
+    fake_report = tmp_path / "fake_report"
+    fake_report.write_text(f'#!/usr/bin/env bash\necho "report $(date +%s.%N)" >> {report}\n')
+    fake_report.chmod(0o755)
+    env = {
+        **os.environ,
+        "MTLRUN": str(fake),
+        "REPORT": str(fake_report),
+        "LOG": str(log),
+        "OUT": str(tmp_path / "out"),
+        "PARALLEL": str(parallel),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "reproduce_table4_2.sh"), "trainer.seed=3"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    last_end = max(float(x.split()[1]) for x in lines if x.startswith("end"))
+    first_report = min(float(x.split()[1]) for x in report.read_text().splitlines())
+    assert first_report >= last_end  # the report waits for every row
+    return lines
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_every_row_runs_and_parallel_rows_overlap(tmp_path: Path, parallel: int) -> None:
+    lines = run_script(tmp_path, parallel)
+    starts = [x for x in lines if x.startswith("start")]
+    rows = sorted(x.split("experiment=")[1].split()[0] for x in starts)
+    assert rows == sorted(
+        f"dml_t42_{r}"
+        for r in ("sparse_ste", "hard", "single", "sparse_imp", "soft", "hierarchical",
+                  "single_subnet")
+    )  # fmt: skip
+    assert all("trainer.seed=3" in x for x in starts)
+    # the most rows running at one time
+    events = sorted((float(x.split()[1]), 1 if x.startswith("start") else -1) for x in lines)
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == parallel
+    if parallel > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // parallel)
+        assert all(f"trainer.threads={threads}" in x for x in starts)
+        assert len(list((tmp_path / "out").glob("*.log"))) == 7  # one log per row
+    else:
+        assert not any("trainer.threads" in x for x in starts)
