@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -91,6 +92,10 @@ def _output_base(argv: list[str]) -> Path:
 def main() -> None:
     register_configs()
     register_resolvers()
+    # mtlrun's launcher presets (conf/hydra/launcher/) share their names with the plugins' own
+    # schemas on purpose: Hydra then checks each preset against its plugin's schema, and warns
+    # that this matching by name is deprecated. The check is wanted; the warning is noise.
+    warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
     if not any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info") for a in sys.argv):
         blocked = unwritable_ancestor(_output_base(sys.argv[1:]))
         if blocked is not None:
