@@ -84,6 +84,23 @@ class MaskedModel(MultiTaskModel):
                 out[task] = found
         return out
 
+    def epoch_log(self) -> dict[str, float]:
+        """history.csv entries after an epoch: ``mask/density/<task>`` (share of the maskable
+        weights a task keeps) with fixed masks; during a search, ``mask/pi_mean/<task>``, the
+        mean of π, i.e. the expected density of a Bernoulli(π) draw."""
+        out: dict[str, float] = {}
+        if self.mode == "fixed":
+            for task, per_key in self.fixed_masks().items():
+                total = sum(m.numel() for m in per_key.values())
+                kept = sum(float(m.sum()) for m in per_key.values())
+                out[f"mask/density/{task}"] = kept / total if total else 0.0
+        elif self.mode == "source" and self.sampler is not None:
+            flat: Any = getattr(self.sampler, "flat", None)  # BernoulliMasks: π per task
+            if callable(flat):
+                for task in self.paths:
+                    out[f"mask/pi_mean/{task}"] = float(flat(task).detach().mean())
+        return out
+
     def set_source(
         self, source: MaskSource, eval_source: MaskSource, sampler: nn.Module | None = None
     ) -> None:

@@ -79,6 +79,10 @@ class MultiTaskModel(nn.Module):
         if masks:
             raise TypeError(f"{type(self).__name__} takes no weight masks")
 
+    def epoch_log(self) -> dict[str, float]:
+        """Entries for the epoch's row of history.csv (e.g. mask densities); none here."""
+        return {}
+
     def regularizer(self) -> Tensor | None:
         """An extra loss term added to every step (e.g. soft sharing's L2 coupling), or None."""
         return None

@@ -321,6 +321,7 @@ def fit(
             t.name: row[f"train/loss/{t.name}"] for t in tasks if f"train/loss/{t.name}" in row
         }
         row.update(balancer.epoch_end(epoch, losses))
+        row.update(model.epoch_log())
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         row["time/train_s"] = time.perf_counter() - start

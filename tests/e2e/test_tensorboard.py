@@ -43,7 +43,14 @@ def test_search_phases_are_on_the_same_axis(compose_cfg, tmp_path: Path) -> None
          "method.finetune_epochs=1", "trainer.tensorboard=true"]
     )  # fmt: skip
     run(cfg, tmp_path)
-    rows = (tmp_path / "history.csv").read_text().strip().splitlines()[1:]
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     events = scalars(tmp_path)
     assert [e.step for e in events.Scalars("valid/score")] == list(range(1, len(rows) + 1))
-    assert len(rows) == 4  # warm-up 1, search 2, fine-tuning 1
+    assert [r["phase"] for r in rows] == ["warmup", "search", "search", "train"]
+    # the mask entries: mean π while searching, each task's kept share once the masks are fixed
+    assert [e.step for e in events.Scalars("mask/pi_mean/ner")] == [2, 3]
+    for r in rows[1:3]:
+        assert 0.0 < float(r["mask/pi_mean/pos"]) < 1.0
+    density = [e.value for e in events.Scalars("mask/density/chunk")]
+    assert density == [pytest.approx(float(rows[3]["mask/density/chunk"]))]
+    assert float(rows[3]["mask/density/chunk"]) == pytest.approx(0.5, abs=0.01)  # keep_ratio
