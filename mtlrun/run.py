@@ -472,9 +472,7 @@ def _train(
         optimizer = make_optimizer(model.weight_parameters())
 
     def after_epoch(s: FitState) -> None:
-        write_history(run_dir / "history.csv", ctx.history + s.history)
-        if tensorboard is not None:
-            tensorboard.rows(ctx.history + s.history)
+        ctx.write_history(s.history)
         ctx.discard_search_checkpoints()  # the main phase's last.pt now holds the search result
 
     def extra_state() -> dict[str, Any]:

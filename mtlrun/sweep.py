@@ -26,7 +26,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mtlrun.errors import MtlrunError
+from mtlrun.errors import MtlrunError, StorageError
+from mtlrun.training.run_dir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,8 @@ def job_device(name: str, cuda_count: int) -> str:
     return f"cuda:{int(hydra_cfg.job.num) % cuda_count}"
 
 
-def sweep_dir() -> Path | None:
-    hydra_cfg = _sweep_job()
-    return Path(hydra_cfg.sweep.dir) if hydra_cfg is not None else None
+def _failure_path(hydra_cfg: Any) -> Path:
+    return Path(hydra_cfg.sweep.dir) / FAILED_DIR / f"{int(hydra_cfg.job.num):04d}.json"
 
 
 def record_failure(error: BaseException, run_dir: Path) -> Path | None:
@@ -133,7 +133,7 @@ def record_failure(error: BaseException, run_dir: Path) -> Path | None:
     hydra_cfg = _sweep_job()
     if hydra_cfg is None:
         return None
-    folder = Path(hydra_cfg.sweep.dir) / FAILED_DIR
+    path = _failure_path(hydra_cfg)
     entry = {
         "job": int(hydra_cfg.job.num),
         "overrides": list(hydra_cfg.overrides.task),
@@ -144,12 +144,9 @@ def record_failure(error: BaseException, run_dir: Path) -> Path | None:
         "kind": "refused" if isinstance(error, MtlrunError) else "crashed",
     }
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{entry['job']:04d}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entry, indent=2))
-        tmp.replace(path)
-    except OSError as e:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(entry, indent=2)))
+    except (OSError, StorageError) as e:
         log.error("could not record the failure of job %s: %s", entry["job"], e)
         return None
     return path
@@ -170,8 +167,7 @@ def clear_failure(run_dir: Path) -> None:
     """A job that now succeeds drops its failure record of an earlier attempt."""
     hydra_cfg = _sweep_job()
     if hydra_cfg is not None:
-        path = Path(hydra_cfg.sweep.dir) / FAILED_DIR / f"{int(hydra_cfg.job.num):04d}.json"
-        path.unlink(missing_ok=True)
+        _failure_path(hydra_cfg).unlink(missing_ok=True)
 
 
 class SweepReport(Callback):

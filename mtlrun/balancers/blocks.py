@@ -333,10 +333,11 @@ def block_gram(
     Summed parameter by parameter, so the block's gradients are never concatenated; of a 2-D
     parameter only the rows some task's gradient touches are read in float64 (an embedding
     table's gradient is zero outside the batch's words). Equal to ``gram_matrix`` of the
-    concatenated rows up to float64 rounding.
+    concatenated rows up to float64 rounding; all zeros when no task has a gradient there.
     """
     n = len(users)
-    device = next(g.device for t in users for k in ks if (g := per_task[t][k]) is not None)
+    present = [g for t in users for k in ks if (g := per_task[t][k]) is not None]
+    device = present[0].device if present else torch.device("cpu")
     gram = torch.zeros(n, n, dtype=torch.float64, device=device)
     for k in ks:
         grads = [per_task[t][k] for t in users]
@@ -378,10 +379,6 @@ def check_param_stationarity(
     out = []
     for blk in blocks:
         if len(blk.users) < 2:
-            continue
-        if all(per_task[t][k] is None for t in blk.users for k in blk.ks):
-            rows = torch.zeros(len(blk.users), 1, dtype=torch.float64)
-            out.append(solve_block(rows, blk.users, "projection", 250, tol))
             continue
         gram = block_gram(per_task, blk.ks, blk.users)
         out.append(solve_gram_block(gram, blk.users, "projection", 250, tol))

@@ -155,12 +155,8 @@ def write_report(root: Path, failures: list[dict[str, Any]] | None = None) -> Pa
     parts = [f"# Sweep report: {root}\n", _summary(found, root)]
     if found.records:
         tables = _tables(found.records, "auto")
-        for table in tables.values():
-            parts.append(table.to_markdown())
-            table.write_csv(root)
-        for name in (n for n in tables if n in PLOTS and tables[n].rows):
-            draw, file_name = PLOTS[name]
-            draw(found.records, root / file_name)
+        parts += [table.to_markdown() for table in tables.values()]
+        _write_files(tables, found.records, root)
     if failures:
         parts.append(_failures_markdown(failures))
     path = root / "report.md"
@@ -197,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     print(_summary(found, args.output_dir))
     for table in tables.values():
         print(table.to_markdown())
-        print(f"mtlrun-report: wrote {table.write_csv(out_dir)}", file=sys.stderr)
+    for path in _write_files(tables, records, out_dir):
+        print(f"mtlrun-report: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _write_files(tables: dict[str, Table], records: list[Record], out_dir: Path) -> list[Path]:
+    """Each table's CSV and, for the tables that have one, its plot, in ``out_dir``."""
+    written = [table.write_csv(out_dir) for table in tables.values()]
     for name in (n for n in tables if n in PLOTS and tables[n].rows):
         draw, file_name = PLOTS[name]
         plot = draw(records, out_dir / file_name)
         if plot is not None:
-            print(f"mtlrun-report: wrote {plot}", file=sys.stderr)
-    return 0
+            written.append(plot)
+    return written

@@ -73,7 +73,8 @@ class RunContext:
     def search_dir(self) -> Path:
         return self.run_dir / "checkpoints" / "search"
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        """history.csv = the finished phases' rows + ``rows``; then ``on_history``."""
         write_history(self.run_dir / "history.csv", self.history + rows)
         if self.on_history is not None:
             self.on_history(self.history + rows)
@@ -153,7 +154,7 @@ class RunContext:
             self.search_dir,
             state=state,
             extra_state=lambda: {"phase_index": index},
-            on_epoch=lambda s: self._write(s.history),
+            on_epoch=lambda s: self.write_history(s.history),
             phase=phase,
         )
         if state.halt is not None or STOP.requested:
@@ -209,7 +210,7 @@ class RunContext:
         self.balancer.load_state_dict(payload["balancer"])
         checkpoint.set_rng_state(payload["rng"])
         self.history.extend(payload["history"])
-        self._write([])
+        self.write_history([])
         log.info("search phase %d (%s): finished before, loaded", index, payload["name"])
         return float(payload["score"])
 
@@ -246,7 +247,7 @@ class RunContext:
         if state.best_model is not None:
             (model or self.model).load_state_dict(state.best_model, strict=False)
         self.history.extend(state.history)
-        self._write([])
+        self.write_history([])
 
     def evaluate(
         self, split: str, model: MultiTaskModel | None = None

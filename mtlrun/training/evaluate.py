@@ -55,7 +55,7 @@ def evaluate(
             continue
         outputs = model(to_device(inputs, device), tasks=list(targets))
         for name, logits in outputs.items():
-            y = targets[name].to(device)
+            y = to_device(targets[name], device)
             n = int((y != IGNORE_INDEX).sum())
             loss_sum[name] += float(
                 F.cross_entropy(
