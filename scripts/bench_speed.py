@@ -5,6 +5,7 @@ batches, for every sharing method of seed 000 Table 4.2 and the seed 001 image s
     MTLRUN_DATA=../shared/data OMP_NUM_THREADS=2 python scripts/bench_speed.py --device cpu --steps 30
     MTLRUN_DATA=../shared/data python scripts/bench_speed.py --device cuda --steps 200
     python scripts/bench_speed.py --rows hard,lenet_bn/mnist3 --repeats 3
+    python scripts/bench_speed.py --rows hard,single --batching buckets   # length-bucketed batches
 
 Rows: hard, single, soft, hierarchical (the ``dml_t42_<row>`` presets), sparse_ste search (π
 sampled every step, straight-through, Adam on π) and fixed masks (θ ⊙ M_t, random masks at the
@@ -237,7 +238,9 @@ def row_overrides(row: Row, args: argparse.Namespace, tmp: Path) -> tuple[list[s
         out.append(f"balancer.kkt_every={args.kkt_every}")
     if not row.images:
         kernel = [f"backbone.lstm_kernel={args.kernel}"] if args.kernel else []
-        return [*out, *kernel, f"data={args.data}"], args.data
+        batching = [f"data.batching={args.batching}"] if args.batching != "random" else []
+        note = args.data + (f" ({args.batching})" if batching else "")
+        return [*out, *kernel, f"data={args.data}", *batching], note
     real = os.environ.get("MTLRUN_DATA")
     if real and (Path(real) / "MNIST").is_dir():
         if not (Path(real) / "KMNIST" / "raw" / TRAIN_FILES[0]).is_file():
@@ -313,7 +316,7 @@ def print_header(args: argparse.Namespace, device: torch.device) -> None:
         kkt = f"{compose_config(['balancer=equal']).balancer.kkt_every} (the preset's)"
     print(
         f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"data {args.data}, commit {git_commit()}\n"
+        f"data {args.data} (batching {args.batching}), commit {git_commit()}\n"
         f"{args.steps} timed steps x {args.repeats} repeats (faster kept), {WARMUP} warm-up "
         f"steps, mtlrun and plain interleaved; balancer=equal, kkt_every {kkt}; mtlrun's "
         f"lstm_kernel {args.kernel or 'auto (the default)'}, plain loop's packed\n"
@@ -420,6 +423,13 @@ def main() -> None:
         choices=["auto", "padded", "packed"],
         help="mtlrun's backbone.lstm_kernel (default: the config's, auto); the plain loop "
         "always runs the textbook packed BiLSTM",
+    )
+    parser.add_argument(
+        "--batching",
+        default="random",
+        choices=["random", "buckets"],
+        help="data.batching of the text rows, for mtlrun and the plain loop alike (buckets: "
+        "length-bucketed batches, less padding)",
     )
     parser.add_argument(
         "--peer-python",

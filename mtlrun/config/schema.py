@@ -40,6 +40,8 @@ class ToyDataConf(DataConf):
     n_test: int = 300
     seed: int = 0
     max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
+    batching: str = "random"  # random | buckets (length buckets; recorded as a deviation)
+    buckets: int = 10  # length buckets of batching=buckets
 
 
 @dataclass
@@ -53,6 +55,8 @@ class ConllDataConf(DataConf):
     min_word_freq: int = 1
     max_word_len: int = 30
     max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
+    batching: str = "random"  # random | buckets (length buckets; recorded as a deviation)
+    buckets: int = 10  # length buckets of batching=buckets
 
 
 @dataclass

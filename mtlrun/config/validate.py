@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mtlrun.data.buckets import BATCHING
 from mtlrun.data.conll import CONLL_TASKS
 from mtlrun.data.mnist3 import MNIST3_TASKS
 from mtlrun.errors import ConfigError
@@ -156,6 +157,8 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.max_sentence_len", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.source", lambda v: v in ("files", "hub"), "one of files, hub")
+    _check(p, cfg, "data.batching", lambda v: v in BATCHING, "one of " + ", ".join(BATCHING))
+    _check(p, cfg, "data.buckets", lambda v: v >= 1, "an integer >= 1")
     _check(
         p,
         cfg,

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs
+from mtlrun.data.buckets import check_batching, length_buckets
 from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
 from mtlrun.data.conll_hub import load_conll_hub
 from mtlrun.data.subset import split_indices
@@ -74,7 +75,9 @@ class TaggingData:
     Word ids come from a table built on the training split (forms seen at least
     ``min_word_freq`` times); char ids from the training characters. ``max_sentence_len``
     splits longer training sentences into near-equal pieces (every token kept and labelled;
-    recorded as a deviation); valid and test sentences stay whole.
+    recorded as a deviation); valid and test sentences stay whole. ``batching="buckets"``
+    draws each epoch's training batches from ``buckets`` length buckets
+    (:mod:`mtlrun.data.buckets`; recorded as a deviation) instead of a uniform shuffle.
     """
 
     modality = "text"
@@ -89,9 +92,13 @@ class TaggingData:
         min_word_freq: int = 1,
         max_word_len: int = 30,
         max_sentence_len: int | None = None,
+        batching: str = "random",
+        buckets: int = 10,
     ) -> None:
         _check_max_sentence_len(max_sentence_len)
+        check_batching(batching, buckets)
         self.name = name
+        self.batching, self.buckets = batching, buckets
         self.deviations: list[str] = []
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
         self.sentences = {s: splits[s][: limits[s]] if limits[s] else splits[s] for s in splits}
@@ -103,6 +110,11 @@ class TaggingData:
         ]
         if max_sentence_len is not None:
             self._split_long_training_sentences(max_sentence_len)
+        if batching == "buckets":
+            self.deviations.append(
+                f"{name}: training batches drawn from {buckets} length buckets (data.batching="
+                "buckets, the sampler of Sun et al.'s code) instead of uniformly shuffled sentences"
+            )
         train = self.sentences["train"]
         counts = Counter(normalise_word(w) for s in train for w in s.words)
         self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))
@@ -181,13 +193,24 @@ class TaggingData:
     ) -> Iterator[list[Group]]:
         data = self._encoded["train"]
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(data), generator=g).tolist()
         n_steps = steps or self.steps_per_epoch(batch_size)
-        while len(order) < n_steps * batch_size:  # explicit steps_per_epoch may exceed one pass
-            order += torch.randperm(len(data), generator=g).tolist()
-        for k in range(n_steps):
-            batch = order[k * batch_size : (k + 1) * batch_size]
+        for batch in self._batches(batch_size, n_steps, g):
             yield [self._collate([data[i] for i in batch])]
+
+    def _batches(self, batch_size: int, n_steps: int, g: torch.Generator) -> list[list[int]]:
+        """``n_steps`` batches of training-sentence indices, drawn with ``g``; an explicit
+        ``steps_per_epoch`` may ask for more than one pass, which continues with a fresh one."""
+        n = len(self._encoded["train"])
+        if self.batching == "buckets":
+            lengths = [len(words) for words, _, _ in self._encoded["train"]]
+            batches: list[list[int]] = []
+            while len(batches) < n_steps:
+                batches += length_buckets(lengths, batch_size, self.buckets, g)
+            return batches[:n_steps]
+        order = torch.randperm(n, generator=g).tolist()
+        while len(order) < n_steps * batch_size:
+            order += torch.randperm(n, generator=g).tolist()
+        return [order[k * batch_size : (k + 1) * batch_size] for k in range(n_steps)]
 
     def train_subset(self, fraction: float, seed: int, part: str) -> TaggingData:
         """A view with one part of the training sentences (the vocabularies stay those of the
@@ -223,11 +246,14 @@ def conll_data(
     name: str = "conll",
     modality: str = "text",
     max_sentence_len: int | None = None,
+    batching: str = "random",
+    buckets: int = 10,
 ) -> TaggingData:
     """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub.
 
     ``source="hub"`` reads parquet files under ``root`` when it holds them, else the hub's
-    parquet copy (see :mod:`mtlrun.data.conll_hub`). ``max_sentence_len``: see TaggingData.
+    parquet copy (see :mod:`mtlrun.data.conll_hub`). ``max_sentence_len``, ``batching``,
+    ``buckets``: see TaggingData.
     """
     tasks = _select_tasks(tasks, CONLL_TASKS)
     if source not in ("files", "hub"):
@@ -235,10 +261,20 @@ def conll_data(
             f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`."
         )
     _check_max_sentence_len(max_sentence_len)
+    check_batching(batching, buckets)
     load = load_conll if source == "files" else load_conll_hub
     splits = load(Path(root), max_sentence_len)
     return TaggingData(
-        name, splits, tasks, limit_train, limit_eval, min_word_freq, max_word_len, max_sentence_len
+        name,
+        splits,
+        tasks,
+        limit_train,
+        limit_eval,
+        min_word_freq,
+        max_word_len,
+        max_sentence_len,
+        batching,
+        buckets,
     )
 
 
@@ -253,14 +289,25 @@ def toy_data(
     name: str = "toy",
     modality: str = "text",
     max_sentence_len: int | None = None,
+    batching: str = "random",
+    buckets: int = 10,
 ) -> TaggingData:
     """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL.
 
-    ``max_sentence_len``: see TaggingData (toy sentences have 6-20 tokens).
+    ``max_sentence_len``, ``batching``, ``buckets``: see TaggingData (toy sentences have 6-20
+    tokens).
     """
     tasks = _select_tasks(tasks, CONLL_TASKS)
     _check_max_sentence_len(max_sentence_len)
+    check_batching(batching, buckets)
     splits = generate_toy(n_train, n_valid, n_test, seed)
     return TaggingData(
-        name, splits, tasks, limit_train, limit_eval, max_sentence_len=max_sentence_len
+        name,
+        splits,
+        tasks,
+        limit_train,
+        limit_eval,
+        max_sentence_len=max_sentence_len,
+        batching=batching,
+        buckets=buckets,
     )

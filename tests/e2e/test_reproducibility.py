@@ -159,3 +159,16 @@ def test_the_fast_kernel_keeps_a_learning_runs_metrics(compose_cfg, tmp_path: Pa
     for a, b in zip(*histories, strict=True):
         for key in (k for k in a if "/loss/" in k):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-3), key
+
+
+def test_length_buckets_learn_and_are_recorded(compose_cfg, tmp_path: Path) -> None:
+    """data.batching=buckets changes which sentences share a batch: the run still learns, and
+    metrics.json says so under data.deviations."""
+    cfg = compose_cfg([*LEARNS, "data.batching=buckets", "data.buckets=5"])
+    metrics = run(cfg, tmp_path)
+    assert metrics["test"]["pos"]["accuracy"] > 0.5
+    assert metrics["test"]["chunk"]["f1"] > 0.5
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert any(
+        "5 length buckets (data.batching=buckets" in d for d in on_disk["data"]["deviations"]
+    )

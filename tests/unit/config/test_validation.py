@@ -64,6 +64,14 @@ def test_bad_values_are_reported_together(compose_cfg) -> None:
             "`data.missing_train` should be one of error, split_test",
         ),
         (["balancer.weights={foo: 2.0}"], "`balancer.weights` has keys ['foo']"),
+        (
+            ["data.batching=sorted"],
+            "`data.batching` should be one of random, buckets. Found `data.batching = sorted`.",
+        ),
+        (
+            ["data=conll", "data.buckets=0"],
+            "`data.buckets` should be an integer >= 1. Found `data.buckets = 0`.",
+        ),
         (["optim.lr=-1"], "`optim.lr` should be > 0. Found `optim.lr = -1.0`."),
         (
             ["data=mnist3", "method=soft"],
