@@ -79,7 +79,16 @@ class MultiTaskData(Protocol):
         """The training steps of one epoch; the order depends only on (seed, epoch)."""
         ...
 
-    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]: ...
+    def eval_order(self, split: str) -> list[int] | None:
+        """An order of the split's examples that evaluates fastest (text: shortest sentences
+        first, so batches carry little padding), or None for the file order."""
+        ...
+
+    def eval_groups(
+        self, split: str, batch_size: int, order: Sequence[int] | None = None
+    ) -> Iterator[Group]:
+        """The split in batches, in file order or in ``order`` (from :meth:`eval_order`)."""
+        ...
 
     def train_subset(self, fraction: float, seed: int, part: str) -> MultiTaskData:
         """The same data with one part of each task's training examples (validation and test

@@ -136,7 +136,15 @@ class ImageTasksData:
         view.data = {**self.data, "train": train}
         return view
 
-    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
+    def eval_order(self, split: str) -> None:
+        """Images of one size: the file order is as fast as any."""
+        return None
+
+    def eval_groups(
+        self, split: str, batch_size: int, order: Sequence[int] | None = None
+    ) -> Iterator[Group]:
+        if order is not None:
+            raise ValueError("image tasks are evaluated in file order (eval_order is None)")
         for task, (x, y) in self.data[split].items():
             for k in range(0, len(y), batch_size):
                 yield x[k : k + batch_size], {task: y[k : k + batch_size]}

@@ -221,10 +221,23 @@ class TaggingData:
         view.sentences = {**self.sentences, "train": [self.sentences["train"][i] for i in idx]}
         return view
 
-    def eval_groups(self, split: str, batch_size: int) -> Iterator[Group]:
+    def eval_order(self, split: str) -> list[int]:
+        """The split's sentences shortest first (ties in file order). Batches of 256 CoNLL
+        sentences in file order are about 75 % padding, in this order about 24 %; the order
+        changes no score (evaluation puts its predictions back in file order)."""
         data = self._encoded[split]
-        for k in range(0, len(data), batch_size):
-            yield self._collate(data[k : k + batch_size])
+        return sorted(range(len(data)), key=lambda i: (len(data[i][0]), i))
+
+    def eval_groups(
+        self, split: str, batch_size: int, order: Sequence[int] | None = None
+    ) -> Iterator[Group]:
+        data = self._encoded[split]
+        if order is None:
+            for k in range(0, len(data), batch_size):
+                yield self._collate(data[k : k + batch_size])
+            return
+        for k in range(0, len(order), batch_size):
+            yield self._collate([data[i] for i in order[k : k + batch_size]])
 
     def example_words(self, split: str) -> list[list[str]]:
         """The words of each example of a split, in evaluation order (for prediction files)."""

@@ -42,14 +42,18 @@ def evaluate(
     batch_size: int,
     device: torch.device,
 ) -> Evaluation:
-    """Run the model over a split in eval mode; gold tags come from the data (unseen tags too)."""
+    """Run the model over a split in eval mode; gold tags come from the data (unseen tags too).
+
+    Batches follow ``data.eval_order(split)`` (text: shortest sentences first, little padding);
+    predictions come back in the split's file order."""
     model.eval()
     by_name = {t.name: t for t in tasks}
     pred: dict[str, list[list[str]]] = {t.name: [] for t in tasks}
     gold_ids: dict[str, list[list[str]]] = {t.name: [] for t in tasks}
     loss_sum = {t.name: 0.0 for t in tasks}
     loss_n = {t.name: 0 for t in tasks}
-    for inputs, all_targets in data.eval_groups(split, batch_size):
+    order = data.eval_order(split)
+    for inputs, all_targets in data.eval_groups(split, batch_size, order):
         targets = {t: y for t, y in all_targets.items() if t in by_name}
         if not targets:
             continue
@@ -70,6 +74,9 @@ def evaluate(
             ids = logits.argmax(-1).cpu()
             pred[name].extend(_to_names(ids, inputs, labels))
             gold_ids[name].extend(_to_names(targets[name], inputs, labels))
+    if order is not None:
+        pred = {name: in_file_order(p, order) for name, p in pred.items()}
+        gold_ids = {name: in_file_order(g, order) for name, g in gold_ids.items()}
     gold = {}
     for t in tasks:
         gold_tags = getattr(data, "gold_tags", None)
@@ -87,3 +94,11 @@ def _to_names(ids: Tensor, inputs: Any, labels: Sequence[str]) -> list[list[str]
             for row, n in zip(ids, inputs.lengths.tolist(), strict=True)
         ]
     return [[labels[i]] for i in ids.tolist()]
+
+
+def in_file_order(items: list[list[str]], order: Sequence[int]) -> list[list[str]]:
+    """``items[k]`` belongs to example ``order[k]``: the list indexed by example instead."""
+    out: list[list[str]] = [[] for _ in items]
+    for position, example in enumerate(order):
+        out[example] = items[position]
+    return out

@@ -117,8 +117,8 @@ def test_oracle_model_scores_one(data: TaggingData, monkeypatch: pytest.MonkeyPa
     current: dict[str, torch.Tensor] = {}
     original = data.eval_groups
 
-    def recording(split: str, batch_size: int) -> Iterator[Group]:
-        for inputs, targets in original(split, batch_size):
+    def recording(split: str, batch_size: int, order: Any = None) -> Iterator[Group]:
+        for inputs, targets in original(split, batch_size, order):
             current.clear()
             current.update(targets)
             yield inputs, targets
@@ -133,6 +133,9 @@ def test_oracle_model_scores_one(data: TaggingData, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(data, "eval_groups", recording)
     monkeypatch.setattr(model, "forward", oracle)
     # The train split: every gold tag there is in the label set (valid may hold unseen tags).
+    # Batches run shortest sentences first: a prediction put back in the wrong place would
+    # not match its sentence's gold tags.
+    assert data.eval_order("train") != list(range(20))
     result = evaluate(model, data, "train", data.tasks, 7, CPU)
     assert result.metrics["pos"]["accuracy"] == 1.0
     for t in ("chunk", "ner"):
@@ -179,3 +182,32 @@ def test_evaluate_on_image_tasks(tmp_path: Any) -> None:
         assert result.gold[t] == [[labels[i]] for i in splits[t].valid[1].tolist()]
         assert set(result.metrics[t]) == {"accuracy"}
         assert math.isfinite(result.loss[t])
+
+
+def test_evaluation_runs_shortest_sentences_first_and_scores_as_in_file_order(
+    data: TaggingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = data.eval_order("valid")
+    lengths = [len(words) for words, _, _ in data._encoded["valid"]]
+    assert sorted(order) == list(range(len(lengths)))
+    assert [lengths[i] for i in order] == sorted(lengths)
+    ties = [(lengths[i], i) for i in order]
+    assert ties == sorted(ties)  # equal lengths keep file order
+    groups = data.eval_groups("valid", 3, order)
+    visited = [n for inputs, _ in groups for n in inputs.lengths.tolist()]
+    assert visited == sorted(lengths)
+    padded = {
+        name: sum(inputs.words.numel() for inputs, _ in data.eval_groups("valid", 4, o))
+        for name, o in (("file", None), ("sorted", order))
+    }
+    assert padded["sorted"] < padded["file"]
+
+    model = tiny_model(data)
+    fast = evaluate(model, data, "valid", data.tasks, 4, CPU)
+    monkeypatch.setattr(data, "eval_order", lambda split: None)
+    plain = evaluate(model, data, "valid", data.tasks, 4, CPU)
+    assert fast.pred == plain.pred and fast.gold == plain.gold
+    for task, scores in plain.metrics.items():
+        for name, value in scores.items():
+            assert fast.metrics[task][name] == pytest.approx(value, abs=1e-12)
+        assert fast.loss[task] == pytest.approx(plain.loss[task], rel=1e-5)
