@@ -240,7 +240,7 @@ class TaggingData:
             yield self._collate([data[i] for i in order[k : k + batch_size]])
 
     def example_words(self, split: str) -> list[list[str]]:
-        """The words of each example of a split, in evaluation order (for prediction files)."""
+        """The words of each example of a split, in file order (as evaluation returns predictions)."""
         return [list(s.words) for s in self.sentences[split]]
 
     def gold_tags(self, split: str, task: str) -> list[list[str]]:

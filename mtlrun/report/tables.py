@@ -71,7 +71,9 @@ def _conll_runs(records: Sequence[Record], methods: Sequence[str]) -> list[Recor
 def table_4_2(records: Sequence[Record]) -> Table:
     """Seed 000 Table 4.2: CoNLL-2003 test POS acc / NER F1 / Chunk F1 and encoder parameters.
 
-    Δ is against our Single row (as the thesis does), followed by the paper's own Δ.
+    Δ is against our Single row (as the thesis does), followed by the paper's own Δ. Then the
+    epochs each run trained (per phase where a method has several) and the mask-search
+    seconds (``time.search_s``), so that a row cut short by a budget shows as such.
     """
     groups = group_runs(_conll_runs(records, list(TABLE_4_2)))
     singles = [g for g in groups if g.method == "single"]
@@ -80,7 +82,7 @@ def table_4_2(records: Sequence[Record]) -> Table:
     for _, _, name in CONLL_COLUMNS:
         short = name.split()[0]
         headers += [name, f"{short} paper", f"{short} Δ"]
-    headers += ["# Params", "Params paper"]
+    headers += ["# Params", "Params paper", "Epochs", "Search s"]
     rows = [_row_4_2(g, reference) for g in groups]
     notes = deviation_notes(r for g in groups for r in g.records)
     if len(singles) > 1:
@@ -101,7 +103,19 @@ def _row_4_2(group: Group, reference: Group | None) -> list[str]:
             delta = f"{ours} (paper {paper.score(task) - paper_single.score(task):+.2f})"
         row += [_scores(group, task, metric), f"{paper.score(task):.2f}", delta]
     used = [get(r.metrics, "params", "used") for r in group.records]
-    return row + [fmt_k(used), f"{paper.params_k}k"]
+    epochs = ", ".join(dict.fromkeys(_epochs(r) for r in group.records))
+    search = _stat(group.records, "time", "search_s", digits=1)
+    return row + [fmt_k(used), f"{paper.params_k}k", epochs, search]
+
+
+def _epochs(record: Record) -> str:
+    """Epochs trained, with the per-phase split when there are several phases (``5 (warmup 1
+    + search 3 + finetune 1)``)."""
+    total = fmt_number(get(record.metrics, "epochs", "trained"))
+    phases = get(record.metrics, "epochs", "phases")
+    if not isinstance(phases, Mapping) or len(phases) < 2:
+        return total
+    return f"{total} ({' + '.join(f'{k} {fmt_number(v)}' for k, v in phases.items())})"
 
 
 def table_4_3(records: Sequence[Record]) -> Table:

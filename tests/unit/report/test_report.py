@@ -95,6 +95,9 @@ def runs(tmp_path: Path) -> Path:
     for i, (ratio, pos) in enumerate([(0.1, 0.93), (0.3, 0.94), (0.5, 0.96)]):
         m = _metrics("sparse_ste", _conll(pos, 0.89, 0.91), args={**STE_ARGS, "keep_ratio": ratio})
         if ratio == 0.5:
+            m["epochs"] = {"trained": 13, "best": 13}
+            m["epochs"]["phases"] = {"warmup": 2, "search": 10, "finetune": 1}
+            m["time"]["search_s"] = 76.6
             m["masks"] = {
                 "density": {"pos": 0.5, "chunk": 0.5, "ner": 0.5},
                 "iou": {"pos|chunk": 0.4, "pos|ner": 0.35, "chunk|ner": 0.3},
@@ -205,7 +208,11 @@ def test_table_4_2_mean_std_delta_and_paper_beside(runs: Path) -> None:
         "Chunk Δ": "+1.50 (paper +1.00)",
         "# Params": "534k",
         "Params paper": "534k",
+        "Epochs": "3",
+        "Search s": "–",
     }
+    dml = _row(table, "DML (keep_ratio=0.5, warmup_epochs=2)")
+    assert (dml["Epochs"], dml["Search s"]) == ("13 (warmup 2 + search 10 + finetune 1)", "76.6")
     single = _row(table, "Single")
     assert (single["POS acc"], single["POS Δ"], single["# Params"]) == ("95.00", "–", "1602k")
 
