@@ -109,13 +109,13 @@ def _row_4_2(group: Group, reference: Group | None) -> list[str]:
 
 
 def _epochs(record: Record) -> str:
-    """Epochs trained, with the per-phase split when there are several phases (``5 (warmup 1
-    + search 3 + finetune 1)``)."""
-    total = fmt_number(get(record.metrics, "epochs", "trained"))
+    """Epochs trained: the main phase's (``epochs.trained``), or each phase's where a method has
+    several (``warmup 1 + search 3 + train 1``; sparse_imp's ``imp`` counts single-task epochs,
+    rounds × tasks)."""
     phases = get(record.metrics, "epochs", "phases")
     if not isinstance(phases, Mapping) or len(phases) < 2:
-        return total
-    return f"{total} ({' + '.join(f'{k} {fmt_number(v)}' for k, v in phases.items())})"
+        return fmt_number(get(record.metrics, "epochs", "trained"))
+    return " + ".join(f"{k} {fmt_number(v)}" for k, v in phases.items())
 
 
 def table_4_3(records: Sequence[Record]) -> Table:

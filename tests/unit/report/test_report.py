@@ -95,8 +95,8 @@ def runs(tmp_path: Path) -> Path:
     for i, (ratio, pos) in enumerate([(0.1, 0.93), (0.3, 0.94), (0.5, 0.96)]):
         m = _metrics("sparse_ste", _conll(pos, 0.89, 0.91), args={**STE_ARGS, "keep_ratio": ratio})
         if ratio == 0.5:
-            m["epochs"] = {"trained": 13, "best": 13}
-            m["epochs"]["phases"] = {"warmup": 2, "search": 10, "finetune": 1}
+            m["epochs"] = {"trained": 1, "best": 1}
+            m["epochs"]["phases"] = {"warmup": 2, "search": 10, "train": 1}
             m["time"]["search_s"] = 76.6
             m["masks"] = {
                 "density": {"pos": 0.5, "chunk": 0.5, "ner": 0.5},
@@ -212,7 +212,7 @@ def test_table_4_2_mean_std_delta_and_paper_beside(runs: Path) -> None:
         "Search s": "–",
     }
     dml = _row(table, "DML (keep_ratio=0.5, warmup_epochs=2)")
-    assert (dml["Epochs"], dml["Search s"]) == ("13 (warmup 2 + search 10 + finetune 1)", "76.6")
+    assert (dml["Epochs"], dml["Search s"]) == ("warmup 2 + search 10 + train 1", "76.6")
     single = _row(table, "Single")
     assert (single["POS acc"], single["POS Δ"], single["# Params"]) == ("95.00", "–", "1602k")
 
