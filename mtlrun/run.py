@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -78,9 +79,17 @@ def git_commit() -> str | None:
 
     ``MTLRUN_GIT_COMMIT``, when set, wins: a launcher that copies the tree to another machine
     knows the commit better than a ``.git`` that may have travelled stale with the copy.
+    Otherwise the tree is read once per process (:func:`run` reads it before training), so a
+    commit made while a long run trains is not credited with that run's results.
     """
     if os.environ.get("MTLRUN_GIT_COMMIT"):
         return os.environ["MTLRUN_GIT_COMMIT"]
+    return _source_commit()
+
+
+@functools.cache
+def _source_commit() -> str | None:
+    """HEAD of the checkout this process imported mtlrun from, read once; None without git."""
     root = Path(mtlrun.__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -277,6 +286,7 @@ def run(
     folder holds a finished result returns that result untouched (a re-run sweep skips it), a
     job with a checkpoint in its folder continues it, and any other starts afresh.
     """
+    git_commit()  # read before training: the commit of the code that runs
     if sweep_job and cfg.trainer.resume and not cfg.trainer.resume_dir:
         done = checkpoint.read_metrics(run_dir)
         if done is not None and "interrupted" not in done:

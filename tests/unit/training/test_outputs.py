@@ -136,3 +136,28 @@ def test_git_commit_prefers_the_launchers_word(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("MTLRUN_GIT_COMMIT")
     found = git_commit()
     assert found is None or len(found.split("-")[0]) == 40  # a checkout's own HEAD, or nothing
+
+
+def test_git_commit_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit made while a run trains must not be credited with the run: the tree is read
+    the first time (run() asks before training) and that answer stays."""
+    import subprocess
+
+    from mtlrun import run as run_module
+
+    monkeypatch.delenv("MTLRUN_GIT_COMMIT", raising=False)
+    run_module._source_commit.cache_clear()
+    answers = iter(["a" * 40, "", "b" * 40, " M mtlrun/run.py"])
+    calls = []
+
+    def fake_git(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout=next(answers) + "\n", stderr="")
+
+    monkeypatch.setattr(run_module.subprocess, "run", fake_git)
+    try:
+        assert run_module.git_commit() == "a" * 40
+        assert run_module.git_commit() == "a" * 40  # HEAD moved on disk; this process did not
+        assert len(calls) == 2
+    finally:
+        run_module._source_commit.cache_clear()
