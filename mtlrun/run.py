@@ -250,8 +250,9 @@ def _standalone(
 
 def setup(
     cfg: DictConfig, method: Any, device: torch.device
-) -> tuple[Any, list, Any, Any, torch.optim.Optimizer]:
-    """Data, tasks, the multi-task model (on ``device``), balancer and θ optimiser of a config."""
+) -> tuple[Any, list, Any, Any, torch.optim.Optimizer, dict[str, list[str]]]:
+    """Data, tasks, the multi-task model (on ``device``), balancer, θ optimiser of a config and
+    its ``fidelity`` entry (see :func:`fidelity`)."""
     data = build(cfg.data)
     for split, counts in data.sizes().items():
         log.info(
@@ -265,7 +266,21 @@ def setup(
     model = method.build(backbone=backbone, tasks=tasks).to(device)
     balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
     optimizer = build(cfg.optim)(model.weight_parameters())
-    return data, tasks, model, balancer, optimizer
+    return data, tasks, model, balancer, optimizer, fidelity(backbone, method, balancer)
+
+
+def fidelity(*components: Any) -> dict[str, list[str]]:
+    """The ``fidelity`` entry of metrics.json: per component kind (backbone, method, balancer),
+    every way the run departs from its authors' code with the options it was given (each
+    component's ``deviations``; README *Fidelity*). Kinds without deviations are left out."""
+    out: dict[str, list[str]] = {}
+    for kind, component in zip(("backbone", "method", "balancer"), components, strict=True):
+        notes = [str(d) for d in component.deviations]
+        for note in notes:
+            log.warning("%s departs from its authors' code: %s", kind, note)
+        if notes:
+            out[kind] = notes
+    return out
 
 
 def run(
@@ -417,7 +432,7 @@ def _train(
         seconds = time.perf_counter() - started
         return _standalone(cfg, standalone, seconds, run_dir, config, command, overrides)
 
-    data, tasks, model, balancer, optimizer = setup(cfg, method, device)
+    data, tasks, model, balancer, optimizer, departures = setup(cfg, method, device)
     params = model.param_counts()
     log.info(
         "model: %s on %s; encoder params used %d (per task %s)",
@@ -554,6 +569,7 @@ def _train(
             "sizes": data.sizes(),
             "deviations": data.deviations,
         },
+        "fidelity": departures,
         **_provenance(cfg, config, settings.seed, device, command, overrides, resume),
     }
     # The finished result goes to disk first; nothing written after it can lose it.

@@ -27,7 +27,7 @@ from mtlrun.training.loop import Phase, TrainSettings, train_epoch
 def time_steps(cfg, mode: str, steps: int, device: torch.device, fuse: bool = True) -> float:
     """Mean seconds per step over ``steps`` steps after 5 warm-up steps."""
     method = build(cfg.method)
-    data, tasks, model, balancer, optimizer = setup(cfg, method, device)
+    data, tasks, model, balancer, optimizer, _ = setup(cfg, method, device)
     if hasattr(model, "fuse_tasks"):
         model.fuse_tasks = fuse
     phase = Phase(name=mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from torch import Tensor, nn
@@ -23,11 +24,14 @@ class Backbone(Protocol):
     ``make_head(task, in_block)`` builds the task's output layer that reads the output of
     trunk block ``in_block``. Blocks may name submodules in an ``uncounted`` class attribute
     (embedding tables): those parameters are outside the thesis's "# Params" unit.
+    ``deviations``: every way the network, with its options, departs from its authors' code
+    (metrics.json ``fidelity.backbone``; README *Fidelity*).
     """
 
     modality: str
     input_spec: InputSpec
     block_names: tuple[str, ...]
+    deviations: Sequence[str]
 
     def make_block(self, name: str) -> nn.Module: ...
 

@@ -407,6 +407,7 @@ class CNNBiLSTM:
 
     modality = "text"
     block_names = ("embed", "bilstm")
+    deviations: tuple[str, ...] = ()
 
     def __init__(
         self,

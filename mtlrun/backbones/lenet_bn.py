@@ -40,6 +40,7 @@ class LeNetBN:
 
     modality = "image"
     block_names = ("conv1", "conv2")
+    deviations: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -61,6 +61,12 @@ class ResNet:
     """
 
     modality = "image"
+    # AdaShare's own code (``models/deeplab_resnet.py``) runs a dilated DeepLab ResNet with
+    # per-task ASPP heads for dense prediction; small-image classification needs this stem.
+    deviations: Sequence[str] = (
+        "ResNet for small images (3x3 stride-1 stem, no max-pool, pooled linear heads), not "
+        "the authors' DeepLab-ResNet with ASPP heads (their tasks are dense prediction)",
+    )
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ class Balancer(Protocol):
     """
 
     uses_taps: bool  # the trainer records block outputs in the forward pass (MGDA-UB)
+    deviations: Sequence[str]  # departures from the authors' code (metrics.json ``fidelity``)
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]: ...
 
@@ -47,6 +48,7 @@ class BlockBalancer:
     """
 
     uses_taps = False
+    deviations: Sequence[str] = ()
 
     def __init__(
         self,

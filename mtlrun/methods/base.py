@@ -30,12 +30,15 @@ class SharingMethod(Protocol):
     * ``main_epochs``: epochs of the main phase, given ``trainer.max_epochs``;
     * ``update``: ``"joint"`` (one update from all tasks per step) or ``"per_task"``;
     * ``standalone``: an experiment that trains no multi-task network (returns its metrics), or
-      None to train as usual.
+      None to train as usual;
+    * ``deviations``: every way the method, with its options, departs from its authors' code
+      (metrics.json ``fidelity.method``; README *Fidelity*).
     """
 
     name: str
     update: str = "joint"
     searches: bool = False  # True: has a search phase (its search parameters need not resume)
+    deviations: Sequence[str] = ()
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MultiTaskModel: ...
 

@@ -115,10 +115,16 @@ class Record:
     @property
     def deviations(self) -> list[str]:
         """How the run departs from the paper's protocol (empty: it does not): ``data.deviations``,
+        each component's departures from its authors' code (``fidelity``, as ``"<kind>: <note>"``),
         a stop by a signal (``interrupted``) with the epochs it reached, and a divergence
         (``diverged``) with the epoch its test scores come from."""
         deviations = get(self.metrics, "data", "deviations")
         out = [str(d) for d in deviations] if isinstance(deviations, list) else []
+        departures = self.metrics.get("fidelity")
+        if isinstance(departures, dict):
+            for kind, notes in departures.items():
+                if isinstance(notes, list):
+                    out += [f"{kind}: {n}" for n in notes]
         stop = self.stop
         if stop.startswith("stopped"):
             trained = get(self.metrics, "epochs", "trained")

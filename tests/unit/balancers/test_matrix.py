@@ -30,7 +30,7 @@ PER_TASK_OUTPUTS = {"soft", "single_subnet", "sparse_imp", "sparse_ste"}
 
 def one_step(cfg) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
     method = build(cfg.method)
-    data, tasks, model, balancer, optimizer = setup(cfg, method, torch.device("cpu"))
+    data, tasks, model, balancer, optimizer, _ = setup(cfg, method, torch.device("cpu"))
     if isinstance(model, MaskedModel):  # the masked phase, as after a search
         g = torch.Generator().manual_seed(0)
         params = dict(model.blocks.named_parameters())

@@ -255,3 +255,18 @@ def test_diverged_runs_are_marked_and_count_only_with_a_best_epoch(tmp_path: Pat
     runs = _pooled(generic_table(records), "hard")
     assert (runs["n"], runs["Seeds"], runs["Epochs"], runs["Dev."]) == ("2", "0, 1", "3, 3", "†")
     assert note in generic_table(records).notes
+
+
+def test_departures_from_the_authors_code_are_marked_and_named_by_component(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "runs"
+    fidelity = {"backbone": ["random word embeddings"], "method": ["policy chosen on valid"]}
+    _write(root / "hard_s0", _metrics(0.95, 0.88, seed=0, fidelity=fidelity))
+    _write(root / "single_s0", _metrics(0.95, 0.88, seed=0, method="single"))
+    table = table_4_2(collect(root))
+    assert [r[0] for r in table.rows] == ["Single", "Hard †"]
+    assert table.notes == [
+        "† `hard_s0` deviates from the paper's protocol: "
+        "backbone: random word embeddings; method: policy chosen on valid"
+    ]
