@@ -333,8 +333,8 @@ def epoch_plan(cfg: DictConfig, method: Any, trainer_epochs: int) -> dict[str, i
         plan["search"] = int(m.search_epochs)
     if m.get("policy_epochs"):
         plan["policy"] = int(m.policy_epochs)
-    if m.get("prune_epochs"):
-        plan["imp (per round and task)"] = int(m.prune_epochs)
+    if "prune_epochs" in m:  # null: each IMP round trains trainer.max_epochs (Sun et al.'s code)
+        plan["imp (per round and task)"] = int(m.prune_epochs or trainer_epochs)
     main = method.main_epochs(trainer_epochs)
     plan["train" if not m.get("search_epochs") else "finetune"] = main
     return plan

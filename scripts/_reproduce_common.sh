@@ -20,7 +20,8 @@ reduced_for() {
     sparse_ste) echo "method.warmup_epochs=1 method.search_epochs=3 method.finetune_epochs=1" ;;
     sparse_imp|single_subnet) echo "trainer.max_epochs=3 method.prune_epochs=1 method.warmup_epochs=1" ;;
     tree_search) echo "trainer.max_epochs=3 method.peel_epochs=2 method.max_stationary_epochs=2" ;;
-    adashare) echo "trainer.max_epochs=3 method.warmup_epochs=1 method.policy_epochs=3" ;;
+    # adashare: curriculum_speed 1 so that 10 policy epochs open all 8 blocks (> L·speed = 8)
+    adashare) echo "trainer.max_epochs=3 method.warmup_epochs=1 method.curriculum_speed=1 method.policy_epochs=10" ;;
     *) echo "trainer.max_epochs=3" ;;
   esac
 }

@@ -6,8 +6,10 @@ second BiLSTM layer, for hierarchical sharing). With the defaults the encoder (c
 BiLSTM, embeddings excluded) has 2,730 + 531,200 = 533,930 parameters, the unit of seed 000's
 "# Params" column; ``bilstm2`` has 963,200.
 
-Initialisation follows Ma & Hovy §3.1: embeddings U(±sqrt(3/dim)), Glorot-uniform weight
-matrices, zero biases except the LSTM forget gate (1).
+The defaults follow the model of Sun et al.'s code (``choosewhatulike/sparse-sharing``,
+``src/models.py``, built from fastNLP 0.5.0's ``StaticEmbedding``, ``CNNCharEmbedding`` and
+``LSTM``), which seed 000 copied, except where that would change seed 000's parameter counts;
+:attr:`CNNBiLSTM.deviations` names every remaining difference.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,19 +25,29 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence
 
 from mtlrun.backbones.base import SeqState, check_modality, require
+from mtlrun.backbones.word_vectors import (
+    PADDING_ID,
+    UNKNOWN_ID,
+    WordVectors,
+    read_vectors,
+    word_table,
+)
 from mtlrun.data.base import InputSpec, Task, TextInputs
-from mtlrun.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PADDING_ID = 0  # word id and char id 0 are padding (see TextInputs)
+INITS = ("fastnlp", "ma_hovy")
+CHAR_ACTIVATIONS = ("relu", "none")
 
 
 # ------------------------------------------------------------------ initialisation
+# ``fastnlp``: as Sun et al.'s model gets it from fastNLP 0.5.0 and PyTorch defaults;
+# ``ma_hovy``: Ma & Hovy §3.1. Heads are Glorot-uniform with zero bias under both.
 
 
 def _init_embedding(embedding: nn.Embedding) -> None:
-    """U(-sqrt(3/dim), +sqrt(3/dim)) (Ma & Hovy §3.1); the padding row stays zero."""
+    """U(-sqrt(3/dim), +sqrt(3/dim)) (Ma & Hovy §3.1; fastNLP's ``get_embeddings`` and its
+    ``StaticEmbedding`` rows of words without a vector); the padding row, if any, stays zero."""
     bound = math.sqrt(3.0 / embedding.embedding_dim)
     with torch.no_grad():
         embedding.weight.uniform_(-bound, bound)
@@ -45,25 +56,29 @@ def _init_embedding(embedding: nn.Embedding) -> None:
 
 
 def _init_glorot(layer: nn.Conv1d | nn.Linear) -> None:
-    """Glorot-uniform weights, zero bias (Ma & Hovy §3.1)."""
+    """Glorot-uniform weights, zero bias (Ma & Hovy §3.1; Sun et al.'s heads)."""
     nn.init.xavier_uniform_(layer.weight)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
 
-def _init_lstm(lstm: nn.LSTM) -> None:
-    """Glorot-uniform per gate matrix, zero biases except forget gate = 1 (Ma & Hovy §3.1)."""
+def _init_lstm(lstm: nn.LSTM, init: str) -> None:
+    """Glorot-uniform weights, zero biases except the forget gate's.
+
+    ``ma_hovy``: Glorot per gate matrix, forget bias 1 in total (Ma & Hovy §3.1).
+    ``fastnlp`` (fastNLP's ``LSTM.init_param``): Glorot over each stacked (4H, in) matrix and
+    the forget slice set to 1 in both b_ih and b_hh, so the LSTM adds a forget bias of 2.
+    """
     hidden = lstm.hidden_size
     with torch.no_grad():
         for name, param in lstm.named_parameters():
             if name.startswith("weight"):
-                # PyTorch stacks the four gates (i, f, g, o); Glorot's fan is per gate matrix.
-                for gate in param.chunk(4, dim=0):
+                # PyTorch stacks the four gates (i, f, g, o).
+                for gate in param.chunk(4, dim=0) if init == "ma_hovy" else (param,):
                     nn.init.xavier_uniform_(gate)
             else:
                 param.zero_()
-                if name.startswith("bias_ih"):
-                    # The LSTM adds b_ih + b_hh, so one of the two carries the forget bias.
+                if init == "fastnlp" or name.startswith("bias_ih"):
                     param[hidden : 2 * hidden] = 1.0
 
 
@@ -74,12 +89,18 @@ class CharWordEmbed(nn.Module):
     """Block ``embed``: [word embedding; max-pooled char CNN], then dropout (Ma & Hovy §2.1).
 
     Input :class:`TextInputs` (words (B, L), chars (B, L, C), lengths (B,)); output
-    :class:`SeqState` with x (B, L, word_dim + char_filters). Padding chars are masked out of
-    the max-pool; padding words (no chars) get zero char features. The embedding tables are
-    ``uncounted`` (outside the "# Params" unit).
+    :class:`SeqState` with x (B, L, word_dim + char_filters). Word ids pass through
+    ``word_rows`` (id -> table row; forms seen only in valid/test without a pretrained vector
+    read the unknown row, as in fastNLP's ``StaticEmbedding``), then in training each word is
+    replaced by the unknown word with probability ``word_dropout``. Chars: embedding, dropout
+    ``char_dropout``, CNN, max-pool over the word's chars, ``char_activation``, and with
+    ``char_proj`` a linear layer (char_filters -> char_filters, fastNLP's ``fc``). Padding chars
+    are masked out of the max-pool; padding words (no chars) get zero char features. The
+    embedding tables are ``uncounted`` (outside the "# Params" unit).
     """
 
     uncounted = ("word_embedding", "char_embedding")
+    word_rows: Tensor  # buffer (n_words,): word id -> table row
 
     def __init__(
         self,
@@ -90,19 +111,44 @@ class CharWordEmbed(nn.Module):
         char_filters: int,
         char_width: int,
         dropout: float,
+        char_dropout: float | None = None,
+        char_activation: str = "relu",
+        word_dropout: float = 0.0,
+        init: str = "fastnlp",
+        word_rows: Tensor | None = None,
+        char_proj: bool = False,
     ) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(n_words, word_dim, padding_idx=PADDING_ID)
+        # A zero padding row keeps a word's char features independent of the batch (fastNLP's
+        # table trains its padding row, which shorter words then read inside the conv window).
         self.char_embedding = nn.Embedding(n_chars, char_dim, padding_idx=PADDING_ID)
         # Odd width with width // 2 padding keeps one output per char position (for the mask).
         self.char_cnn = nn.Conv1d(char_dim, char_filters, char_width, padding=char_width // 2)
         self.dropout = nn.Dropout(dropout)
+        self.char_dropout = nn.Dropout(dropout if char_dropout is None else char_dropout)
+        self.relu = char_activation == "relu"
+        self.word_dropout = word_dropout
+        rows = torch.arange(n_words) if word_rows is None else word_rows.clone()
+        self.register_buffer("word_rows", rows, persistent=False)
         _init_embedding(self.word_embedding)
         _init_embedding(self.char_embedding)
-        _init_glorot(self.char_cnn)
+        if init == "ma_hovy":
+            _init_glorot(self.char_cnn)  # else PyTorch's Conv1d default, as fastNLP leaves it
+        self.char_proj = nn.Linear(char_filters, char_filters) if char_proj else None
+        if self.char_proj is not None and init == "ma_hovy":
+            _init_glorot(self.char_proj)
+
+    def word_ids(self, words: Tensor) -> Tensor:
+        """Table rows of word ids (B, L), with word dropout in training (fastNLP's drop_word)."""
+        rows = self.word_rows[words]
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(rows.shape, device=rows.device) < self.word_dropout
+            rows = rows.masked_fill(drop & (words != PADDING_ID), UNKNOWN_ID)
+        return rows
 
     def forward(self, inputs: TextInputs) -> SeqState:
-        words = self.word_embedding(inputs.words)
+        words = self.word_embedding(self.word_ids(inputs.words))
         chars = self.char_features(inputs.chars)
         x = torch.cat([words, chars], dim=-1)
         return SeqState(self.dropout(x), inputs.lengths)
@@ -111,8 +157,9 @@ class CharWordEmbed(nn.Module):
         """T tasks' outputs with per-task weights (sparse sharing) in one pass.
 
         The tables are looked up once when every task has the same (unmasked) tables; the T char
-        CNNs run as one grouped convolution. Same result as T calls of :meth:`forward` under
-        ``functional_call`` (dropout draws independent masks either way).
+        CNNs run as one grouped convolution. Same function as T calls of :meth:`forward` under
+        ``functional_call`` (dropout draws independent masks per task either way; word dropout
+        draws one for all tasks here).
         """
         inputs = xs[0]
         tables = ("word_embedding.weight", "char_embedding.weight")
@@ -121,34 +168,48 @@ class CharWordEmbed(nn.Module):
         ):
             return [functional_call(self, p, (x,)) for x, p in zip(xs, params, strict=True)]
         n_tasks = len(params)
-        words = F.embedding(inputs.words, params[0][tables[0]], padding_idx=PADDING_ID)
+        words = F.embedding(self.word_ids(inputs.words), params[0][tables[0]], PADDING_ID)
         batch, length, width = inputs.chars.shape
         flat = inputs.chars.reshape(batch * length, width)
         emb = F.embedding(flat, params[0][tables[1]], padding_idx=PADDING_ID).transpose(1, 2)
         weight = torch.cat([p["char_cnn.weight"] for p in params])  # (T*F, char_dim, width)
         bias = torch.cat([p["char_cnn.bias"] for p in params])
         conv = F.conv1d(
-            emb.repeat(1, n_tasks, 1), weight, bias, padding=self.char_cnn.padding, groups=n_tasks
+            self.char_dropout(emb.repeat(1, n_tasks, 1)),
+            weight,
+            bias,
+            padding=self.char_cnn.padding,
+            groups=n_tasks,
         )
         conv = conv.view(flat.shape[0], n_tasks, -1, width)  # (B*L, T, F, C)
         is_char = (flat != PADDING_ID)[:, None, None, :]
-        pooled = conv.masked_fill(~is_char, float("-inf")).amax(dim=3)
-        pooled = torch.where(is_char.any(dim=3), pooled, torch.zeros_like(pooled))
+        pooled = self._pool(conv, is_char, dim=3)  # (B*L, T, F)
+        if self.char_proj is not None:
+            proj = torch.stack([p["char_proj.weight"] for p in params])  # (T, F, F)
+            proj_bias = torch.stack([p["char_proj.bias"] for p in params])  # (T, F)
+            pooled = torch.einsum("ntf,tgf->ntg", pooled, proj) + proj_bias
         chars = pooled.view(batch, length, n_tasks, -1)
         words = words[:, :, None, :].expand(-1, -1, n_tasks, -1)
         x = self.dropout(torch.cat([words, chars], dim=-1))  # (B, L, T, D)
         return [SeqState(x[:, :, t], inputs.lengths) for t in range(n_tasks)]
+
+    def _pool(self, conv: Tensor, is_char: Tensor, dim: int) -> Tensor:
+        """Max over the real chars along ``dim``, then the activation (max and ReLU commute);
+        all-padding words would pool to -inf: they get zeros instead."""
+        pooled = conv.masked_fill(~is_char, float("-inf")).amax(dim=dim)
+        pooled = torch.where(is_char.any(dim=dim), pooled, torch.zeros_like(pooled))
+        return F.relu(pooled) if self.relu else pooled
 
     def char_features(self, chars: Tensor) -> Tensor:
         """Char ids (B, L, C) -> per-word features (B, L, char_filters)."""
         batch, length, width = chars.shape
         flat = chars.reshape(batch * length, width)
         # Conv1d wants channels first: (B*L, char_dim, C).
-        conv = self.char_cnn(self.char_embedding(flat).transpose(1, 2))
+        conv = self.char_cnn(self.char_dropout(self.char_embedding(flat)).transpose(1, 2))
         is_char = (flat != PADDING_ID).unsqueeze(1)  # (B*L, 1, C)
-        pooled = conv.masked_fill(~is_char, float("-inf")).amax(dim=2)
-        # All-padding words would pool to -inf: give them zeros instead.
-        pooled = torch.where(is_char.any(dim=2), pooled, torch.zeros_like(pooled))
+        pooled = self._pool(conv, is_char, dim=2)
+        if self.char_proj is not None:
+            pooled = self.char_proj(pooled)
         return pooled.reshape(batch, length, -1)
 
 
@@ -241,12 +302,19 @@ class BiLSTMBlock(nn.Module):
     to float rounding, pinned by tests); ``auto`` picks per use (see :func:`_lstm_kernel`).
     """
 
-    def __init__(self, input_size: int, hidden: int, dropout: float, kernel: str = "auto") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden: int,
+        dropout: float,
+        kernel: str = "auto",
+        init: str = "fastnlp",
+    ) -> None:
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(dropout)
         self.kernel = kernel
-        _init_lstm(self.lstm)
+        _init_lstm(self.lstm, init)
 
     def forward(self, state: SeqState) -> SeqState:
         if _lstm_kernel(self.kernel) == "padded":
@@ -326,66 +394,6 @@ class TagHead(nn.Module):
         return self.linear(state.x)
 
 
-# ------------------------------------------------------------ pretrained embeddings
-
-
-def _is_header(parts: list[str]) -> bool:
-    """word2vec/fastText text files start with "<count> <dim>"; GloVe files do not."""
-    return len(parts) == 2 and all(p.isdigit() for p in parts)
-
-
-def _read_vectors(path: Path, wanted: set[str], dim: int) -> dict[str, list[float]]:
-    """The vectors of the ``wanted`` forms in a GloVe text file (``word v1 ... v_dim`` lines).
-
-    Every line's width is checked; numbers are parsed for wanted forms only (a malformed
-    number elsewhere cannot reach the model, and parsing all of GloVe 840B takes minutes).
-    """
-    found: dict[str, list[float]] = {}
-    try:
-        with path.open("rb") as lines:
-            for line_no, raw in enumerate(lines, start=1):
-                where = f"{path}:{line_no}"
-                try:
-                    parts = raw.decode("utf-8").split()
-                except UnicodeDecodeError as err:
-                    raise DataError(f"{where}: not UTF-8 text ({err.reason})") from None
-                if not parts or (line_no == 1 and _is_header(parts)):
-                    continue
-                if len(parts) != dim + 1:
-                    raise DataError(
-                        f"{where}: expected a word and {dim} numbers (the backbone's word_dim), "
-                        f"found {len(parts) - 1} numbers"
-                    )
-                if parts[0] in wanted and parts[0] not in found:
-                    try:
-                        found[parts[0]] = [float(v) for v in parts[1:]]
-                    except ValueError as err:
-                        raise DataError(f"{where}: unreadable number ({err})") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the embeddings file ({err.strerror})") from None
-    return found
-
-
-def load_pretrained(path: str | Path, words: Sequence[str], dim: int) -> tuple[Tensor, Tensor]:
-    """Rows of the word table found in a GloVe-format file: (row ids (N,), vectors (N, dim)).
-
-    ``words[i]`` is the form of word id i; each is looked up by exact form, then lower-cased.
-    Row 0 (padding) is never set. Raises :class:`DataError` naming file:line on a bad line.
-    """
-    path = Path(path)
-    forms = list(words)
-    found = _read_vectors(path, set(forms) | {w.lower() for w in forms}, dim)
-    rows: list[int] = []
-    vectors: list[list[float]] = []
-    for row, form in enumerate(forms):
-        vector = found.get(form) or found.get(form.lower())
-        if row != PADDING_ID and vector is not None:
-            rows.append(row)
-            vectors.append(vector)
-    log.info("pretrained embeddings: %d of %d words found in %s", len(rows), len(forms) - 1, path)
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(vectors).reshape(len(rows), dim)
-
-
 # ------------------------------------------------------------------------ backbone
 
 
@@ -393,21 +401,35 @@ def _require(ok: bool, message: str) -> None:
     require("CNNBiLSTM", ok, message)
 
 
+# Sun et al.'s values (src/models.py, run_conll03.sh), for the deviations list.
+AUTHORS = {
+    "word_dim": 100,
+    "char_dim": 30,
+    "char_filters": 30,
+    "char_width": 3,
+    "hidden": 200,
+    "dropout": 0.5,
+    "word_dropout": 0.01,
+}
+
+
 class CNNBiLSTM:
-    """Ma & Hovy (2016) CNN-BiLSTM tagger as a block factory (METHODS.md §3).
+    """Ma & Hovy (2016) CNN-BiLSTM tagger as a block factory (METHODS.md §3), with the defaults
+    of Sun et al.'s code (see the module docstring and :attr:`deviations`).
 
     Blocks (each call returns fresh parameters from the global torch RNG):
     ``embed``: :class:`TextInputs` -> x (B, L, word_dim + char_filters);
     ``bilstm``: x (B, L, word_dim + char_filters) -> x (B, L, 2 * hidden);
     ``bilstm2`` (not in ``block_names``): x (B, L, 2 * hidden) -> x (B, L, 2 * hidden), a second
     BiLSTM layer stacked on ``bilstm`` for hierarchical sharing (Søgaard & Goldberg 2016).
-    Heads: x (B, L, D) -> logits (B, L, n_classes). ``embeddings`` is an optional GloVe-format
-    file, read once here; its vectors initialise the matching rows of every new ``embed``.
+    Heads: x (B, L, D) -> logits (B, L, n_classes). ``word_vectors`` is an optional GloVe-format
+    file, read once here; as in fastNLP's ``StaticEmbedding(lower=True)`` its vectors
+    initialise the matching rows of every new ``embed`` (lower-cased lookup), the unknown row
+    starts at zero and valid/test-only forms it lacks read the unknown row.
     """
 
     modality = "text"
     block_names = ("embed", "bilstm")
-    deviations: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -420,60 +442,143 @@ class CNNBiLSTM:
         char_width: int = 3,
         hidden: int = 200,
         dropout: float = 0.5,
-        embeddings: str | None = None,
+        char_dropout: float | None = None,
+        char_activation: str = "relu",
+        char_proj: bool = False,
+        word_dropout: float = 0.01,
+        word_vectors: str | None = None,
+        init: str = "fastnlp",
         lstm_kernel: str = "auto",
     ) -> None:
         check_modality("CNNBiLSTM", "text", modality, input_spec)
-        _require(
-            lstm_kernel in LSTM_KERNELS,
-            f"`lstm_kernel` should be one of {list(LSTM_KERNELS)}. "
-            f"Found `lstm_kernel = {lstm_kernel!r}`.",
-        )
-        self.lstm_kernel = lstm_kernel
-        _require(
-            input_spec.n_words > 0 and input_spec.n_chars > 0, "the data set has no vocabulary."
-        )
-        for name, value in [
-            ("word_dim", word_dim),
-            ("char_dim", char_dim),
-            ("char_filters", char_filters),
-            ("hidden", hidden),
-        ]:
-            _require(value >= 1, f"`{name}` should be >= 1. Found `{name} = {value}`.")
-        _require(
-            char_width >= 1 and char_width % 2 == 1,
-            f"`char_width` should be an odd integer >= 1. Found `char_width = {char_width}`.",
-        )
-        _require(
-            0.0 <= dropout < 1.0, f"`dropout` should be in [0, 1). Found `dropout = {dropout}`."
-        )
+        self._check(locals())
+        self.lstm_kernel, self.init = lstm_kernel, init
         self.input_spec = input_spec
         self.word_dim, self.char_dim = word_dim, char_dim
         self.char_filters, self.char_width = char_filters, char_width
         self.hidden, self.dropout = hidden, dropout
+        self.char_dropout, self.char_activation = char_dropout, char_activation
+        self.char_proj = char_proj
+        self.word_dropout = word_dropout
         self.out_features = {
             "embed": word_dim + char_filters,
             "bilstm": 2 * hidden,
             "bilstm2": 2 * hidden,
         }
-        self.pretrained = self._load(embeddings)
+        vectors = self._load(word_vectors)
+        n_train = input_spec.n_train_words
+        self.rows, self.vectors, self.word_rows = word_table(
+            vectors, self._words(), input_spec.n_words if n_train is None else n_train, word_dim
+        )
+        self.zero_unknown = vectors is not None
+        if vectors is not None:
+            log.info(
+                "word vectors: %d of %d word forms found in %s",
+                len(self.rows),
+                len(self.word_rows) - 2,
+                vectors.path,
+            )
+        self.deviations: list[str] = self._deviations(locals(), vectors)
 
-    def _load(self, embeddings: str | None) -> tuple[Tensor, Tensor] | None:
-        if embeddings is None:
+    @staticmethod
+    def _check(args: dict) -> None:
+        """Every argument error at once, in the config's key names."""
+        errors = []
+        if args["lstm_kernel"] not in LSTM_KERNELS:
+            errors.append(
+                f"`lstm_kernel` should be one of {list(LSTM_KERNELS)}. "
+                f"Found `lstm_kernel = {args['lstm_kernel']!r}`."
+            )
+        for key, choices in [("init", INITS), ("char_activation", CHAR_ACTIVATIONS)]:
+            if args[key] not in choices:
+                errors.append(
+                    f"`{key}` should be one of {list(choices)}. Found `{key} = {args[key]!r}`."
+                )
+        spec = args["input_spec"]
+        if not (spec.n_words > 0 and spec.n_chars > 0):
+            errors.append("the data set has no vocabulary.")
+        for name in ("word_dim", "char_dim", "char_filters", "hidden"):
+            if args[name] < 1:
+                errors.append(f"`{name}` should be >= 1. Found `{name} = {args[name]}`.")
+        if not (args["char_width"] >= 1 and args["char_width"] % 2 == 1):
+            errors.append(
+                "`char_width` should be an odd integer >= 1. "
+                f"Found `char_width = {args['char_width']}`."
+            )
+        for name in ("dropout", "char_dropout", "word_dropout"):
+            value = args[name]
+            if value is not None and not 0.0 <= value < 1.0:
+                errors.append(f"`{name}` should be in [0, 1). Found `{name} = {value}`.")
+        _require(not errors, " ".join(errors))
+
+    def _words(self) -> list[str]:
+        spec = self.input_spec
+        return list(spec.words[: spec.n_words]) or [""] * spec.n_words
+
+    def _load(self, word_vectors: str | None) -> WordVectors | None:
+        if word_vectors is None:
             return None
         words = self.input_spec.words[: self.input_spec.n_words]
-        _require(bool(words), "`embeddings` needs the data set's word forms (input_spec.words).")
-        return load_pretrained(embeddings, words, self.word_dim)
+        _require(bool(words), "`word_vectors` needs the data set's word forms (input_spec.words).")
+        return read_vectors(word_vectors, set(words) | {w.lower() for w in words}, self.word_dim)
+
+    def _deviations(self, args: dict, vectors: WordVectors | None) -> list[str]:
+        """Every way this network departs from Sun et al.'s CNN-BiLSTM (src/models.py with
+        run_conll03.sh's arguments), for metrics.json's ``fidelity``."""
+        notes = [
+            "one BiLSTM layer: the authors' run_conll03.sh passes --n_layer 2; one layer keeps "
+            "seed 000's # Params (encoder 533,930 = char CNN 2,730 + BiLSTM 531,200)",
+            "char CNN inputs: a zero padding char (fastNLP trains its padding char's vector, so "
+            "a word's features there depend on the batch's longest word), words cut at "
+            "data.max_word_len chars, chars of every training word (fastNLP: no length cap, "
+            "chars of at least 2 training word types, <unk> otherwise)",
+        ]
+        if not args["char_proj"]:
+            notes.append(
+                "no Linear(30, 30) after the char CNN's max-pool (fastNLP's CNNCharEmbedding has "
+                "one, 930 parameters; backbone.char_proj=true adds it): left out by default to "
+                "keep seed 000's # Params"
+            )
+        if vectors is None:
+            notes.append(
+                "random word embeddings (no backbone.word_vectors; the authors used GloVe "
+                "6B-100d, fastNLP's en-glove-6b-100d)"
+            )
+        else:
+            notes.append(
+                f"word vectors from {vectors.path} (sha256 {vectors.sha256}, {vectors.lines} "
+                f"lines, {len(self.rows)} of {len(self.word_rows) - 2} word forms found); the "
+                "authors used GloVe 6B-100d (glove.6B.100d.txt)"
+            )
+        changed = [
+            f"{key} = {args[key]} (theirs {value})"
+            for key, value in AUTHORS.items()
+            if args[key] != value
+        ]
+        if args["char_dropout"] is not None and args["char_dropout"] != args["dropout"]:
+            changed.append(f"char_dropout = {args['char_dropout']} (theirs: dropout)")
+        if changed:
+            notes.append("sizes or rates differ from the authors': " + ", ".join(changed))
+        if args["init"] != "fastnlp":
+            notes.append(
+                "initialisation of Ma & Hovy §3.1 (backbone.init=ma_hovy): Glorot per LSTM "
+                "gate, forget bias 1, Glorot char CNN; the authors' fastNLP model: Glorot per "
+                "stacked LSTM matrix, forget bias 2 (1 in b_ih and b_hh), PyTorch's default "
+                "Conv1d init"
+            )
+        if args["char_activation"] != "relu":
+            notes.append("no ReLU after the char CNN (fastNLP's CNNCharEmbedding applies one)")
+        return notes
 
     def make_block(self, name: str) -> nn.Module:
         """A fresh ``embed``, ``bilstm`` or ``bilstm2`` block (see the class docstring)."""
         builders: dict[str, Callable[[], nn.Module]] = {
             "embed": self._make_embed,
             "bilstm": lambda: BiLSTMBlock(
-                self.out_features["embed"], self.hidden, self.dropout, self.lstm_kernel
+                self.out_features["embed"], self.hidden, self.dropout, self.lstm_kernel, self.init
             ),
             "bilstm2": lambda: BiLSTMBlock(
-                2 * self.hidden, self.hidden, self.dropout, self.lstm_kernel
+                2 * self.hidden, self.hidden, self.dropout, self.lstm_kernel, self.init
             ),
         }
         _require(name in builders, f"no block {name!r}; blocks are {list(builders)}.")
@@ -489,11 +594,17 @@ class CNNBiLSTM:
             self.char_filters,
             self.char_width,
             self.dropout,
+            char_dropout=self.char_dropout,
+            char_activation=self.char_activation,
+            char_proj=self.char_proj,
+            word_dropout=self.word_dropout,
+            init=self.init,
+            word_rows=self.word_rows,
         )
-        if self.pretrained is not None:
-            rows, vectors = self.pretrained
-            with torch.no_grad():
-                block.word_embedding.weight[rows] = vectors
+        with torch.no_grad():
+            block.word_embedding.weight[self.rows] = self.vectors
+            if self.zero_unknown:
+                block.word_embedding.weight[UNKNOWN_ID].zero_()
         return block
 
     def make_head(self, task: Task, in_block: str | None = None) -> nn.Module:

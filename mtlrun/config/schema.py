@@ -57,6 +57,9 @@ class ConllDataConf(DataConf):
     max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
     batching: str = "random"  # random | buckets (length buckets; recorded as a deviation)
     buckets: int = 10  # length buckets of batching=buckets
+    # Training label scheme per span task, bio | bioes (Sun et al.'s prepare-data.py); scored in BIO.
+    tag_schemes: dict[str, str] = field(default_factory=lambda: {"chunk": "bio", "ner": "bioes"})
+    zero_digits: bool = False  # map digits to 0 in the word table (Sun et al. keep them)
 
 
 @dataclass
@@ -69,6 +72,9 @@ class Mnist3DataConf(DataConf):
     valid_size: int = 5000
     missing_train: str = "error"  # error | split_test
     split_seed: int = 0
+    # task -> RandomAffine degrees (= shear) on training batches; null: off. The authors'
+    # configs/trinist: {mnist: 10, fashion: 10, kmnist: 20} (experiment=thesis_table1 sets it)
+    random_affine: dict[str, float] | None = None
 
 
 # ---------------------------------------------------------------------- backbones
@@ -90,7 +96,12 @@ class CNNBiLSTMConf(BackboneConf):
     char_width: int = 3
     hidden: int = 200
     dropout: float = 0.5
-    embeddings: str | None = None  # GloVe-format text file
+    char_dropout: float | None = None  # dropout on char embeddings before the CNN (null: dropout)
+    char_activation: str = "relu"  # relu | none: after the char CNN (fastNLP's CNNCharEmbedding)
+    char_proj: bool = False  # fastNLP's Linear after the char CNN (+930 encoder params; theirs)
+    word_dropout: float = 0.01  # probability of replacing a word by <unk> in training
+    word_vectors: str | None = None  # GloVe-format text file (the authors: glove.6B.100d.txt)
+    init: str = "fastnlp"  # fastnlp (Sun et al.'s code) | ma_hovy (Ma & Hovy 2016 §3.1)
     lstm_kernel: str = "auto"  # auto | padded | packed: how the BiLSTM runs (same function)
 
 
@@ -98,8 +109,11 @@ class CNNBiLSTMConf(BackboneConf):
 class LeNetBNConf(BackboneConf):
     _target_: str = "mtlrun.backbones.lenet_bn.LeNetBN"
     modality: str = "image"
-    channels: list[int] = field(default_factory=lambda: [6, 16])
+    # the authors' lenet.py: 20, 50 channels; layout relu_pool_bn (conv -> ReLU -> pool -> BN);
+    # bn_relu_pool with channels [6, 16] is mtlrun's earlier net
+    channels: list[int] = field(default_factory=lambda: [20, 50])
     kernel: int = 5
+    layout: str = "relu_pool_bn"  # relu_pool_bn | bn_relu_pool
 
 
 @dataclass
@@ -171,11 +185,14 @@ class SparseSTEConf(SparseMethodConf):
 class SparseIMPConf(SparseMethodConf):
     _target_: str = "mtlrun.methods.sparse_imp.SparseIMP"
     name: str = "sparse_imp"
+    # Sun et al.'s code keeps pruning round 10 of 20 (prepare-masks.sh): density 0.1^(10/20).
+    keep_ratio: float = 0.1 ** (10 / 20)
     rounds: int = 20
     final_density: float = 0.1
-    prune_epochs: int = 2  # single-task training epochs per pruning round
-    stop_after_target: bool = True  # stop once the `candidates` rounds nearest the target ran
-    candidates: int = 3  # rounds nearest the target compared on validation
+    prune_epochs: int | None = None  # epochs per pruning round; null: trainer.max_epochs
+    select: str = "nearest"  # nearest: the round nearest keep_ratio | valid: best of candidates
+    stop_after_target: bool = True  # select=valid: stop once the `candidates` rounds ran
+    candidates: int = 3  # select=valid: rounds nearest the target compared on validation
 
 
 @dataclass
@@ -200,19 +217,28 @@ class STEFitConf(MethodConf):
 
 @dataclass
 class AdaShareConf(MethodConf):
-    """AdaShare (seed 002): select-or-skip policies over residual blocks (resnet backbone)."""
+    """AdaShare (arXiv 1911.12423; defaults from the authors' code, see conf/method/adashare.yaml)."""
 
     _target_: str = "mtlrun.methods.adashare.AdaShare"
     name: str = "adashare"
-    tau0: float = 5.0  # initial Gumbel-softmax temperature
-    tau_decay: float = 0.965  # τ of policy epoch e = tau0 · tau_decay^e
-    lambda_sparsity: float = 0.05  # weight of Σ log p(select)
-    lambda_sharing: float = 0.05  # weight of Σ_{k1<k2} Σ_l (L−l)/L |α_{l,k1} − α_{l,k2}|
-    warmup_epochs: int = 4  # hard-sharing epochs before the policy search
-    policy_epochs: int = 8  # curriculum epochs: epoch e searches the last min(L, e) blocks
+    tau0: float = 5.0  # Gumbel-softmax temperature of policy epoch 1
+    tau_decay: float = 0.965  # τ of policy epoch e = tau0 · tau_decay^(e−1)
+    lambda_sparsity: float = 0.05  # weight of the sparsity loss (authors' reg_w)
+    lambda_sharing: float = 0.05  # weight of the sharing loss (authors' reg_w_hamming)
+    sparsity_form: str = "code"  # code: mean CE towards skip | paper: Σ log p(select)
+    sharing_form: str = "code"  # code: (l+1)/L on select logits | paper: (L−l)/L on p(select)
+    warmup_epochs: int = 4  # hard-sharing epochs on the whole training set
+    policy_epochs: int = 32  # must exceed L·curriculum_speed (best chosen after that)
+    curriculum_speed: int = 3  # epoch e searches the last ⌊(e−1)/speed⌋+1 blocks
+    alternate: str = "pass"  # pass: a weight pass then a policy pass per epoch | step
+    hard_sampling: bool = False  # straight-through hard Gumbel samples (authors: soft)
+    search_eval: str = "sample"  # validation in the search: sample (a drawn policy) | argmax
+    authors_optimizers: bool = True  # warm-up Adam β(0.5,0.999), policy phase SGD m 0.9
     policy_lr: float = 0.01  # Adam on the policy logits
+    policy_weight_decay: float = 5e-4  # that Adam's weight decay
     policy_split: float = 0.2  # fraction of each task's training set kept for policy updates
     n_samples: int = 8  # policies drawn after the search (plus the most likely one)
+    retrain_samples: int = 0  # >0: retrain this many drawn policies, keep the best on valid
     init_select: float = 0.5  # initial select probability of every block and task
 
 
@@ -223,11 +249,16 @@ class TreeSearchConf(MethodConf):
     _target_: str = "mtlrun.methods.tree_search.TreeSearch"
     name: str = "tree_search"
     n_splits: int = 2  # greedy steps N of Alg. 5 (each splits one block into two)
-    peel_epochs: int = 10  # fine-tuning of each peel (seed 001 Table 1(a): 10 epochs)
-    l1: float = 1e-4  # λ of eq. 5.6 on BN scales (Liu et al. 2017 network slimming; thesis: none)
+    peel_epochs: int = 3  # peel fine-tuning (authors' split_tuning: 3; Table 1(a) caption: 10)
+    l1: float = 0.001  # slimming λ on the joint net's BN scales (authors' averaging.yaml)
+    peel_l1: float = 0.0045  # slimming λ while fine-tuning peels (authors' split_tuning)
+    l1_form: str = "smooth_l1"  # smooth_l1 (authors' slimming_loss) | l1 (eq. 5.6)
     max_stationary_epochs: int = 10  # cap of each "train to Pareto stationarity" phase
     stationary_share: float = 0.5  # stop a phase once the epoch's kkt/stationary share >= this
-    similarity_batches: int = 10  # validation batches of 100 images per task for eq. 5.1-5.8
+    similarity_batches: int | None = None  # batches of 256 images per task (null: all, authors)
+    probe_split: str = "train"  # images for eq. 5.1-5.8: train (authors' unzip) | valid
+    positions: str = "random"  # random (authors: one position per batch) | mean (all h·w)
+    importance: str = "sum"  # channel weights I1 + I2 (authors' inter_stress) | mean (eq. 5.8)
     random_splits: bool = False  # Table 1 baseline: random blocks, random two-way partitions
     random_seed: int = 0  # seed of the random splits
 
@@ -336,6 +367,7 @@ class SGDConf(OptimConf):
 class AdamConf(OptimConf):
     _target_: str = "torch.optim.Adam"
     lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdaShare's code: 0.5, 0.999
 
 
 # ------------------------------------------------------------------------ trainer

@@ -170,6 +170,13 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, "optim.lr", lambda v: v > 0, "> 0")
     _check(p, cfg, "optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     _check(p, cfg, "optim.weight_decay", lambda v: v >= 0, ">= 0")
+    _check(
+        p,
+        cfg,
+        "optim.betas",
+        lambda v: len(v) == 2 and all(0 <= b < 1 for b in v),
+        "two numbers in [0, 1)",
+    )
     if _get(cfg, "optim.nesterov") and not _get(cfg, "optim.momentum"):
         p.append("`optim.nesterov=true` needs `optim.momentum` > 0. Found `optim.momentum = 0.0`.")
 

@@ -17,12 +17,14 @@ class Task:
 
     ``metric`` is the task's primary score: ``"accuracy"`` (token or image accuracy) or
     ``"f1"`` (entity-level micro F1, conlleval-compatible, via seqeval).
-    ``labels[i]`` is the name of class ``i``.
+    ``labels[i]`` is the name of class ``i``. ``scheme`` is the span tag scheme of the labels of
+    an ``"f1"`` task (``"bio"`` or ``"bioes"``, see :mod:`mtlrun.data.tags`); it is scored in BIO.
     """
 
     name: str
     metric: str
     labels: tuple[str, ...]
+    scheme: str = "bio"
 
     @property
     def n_classes(self) -> int:
@@ -49,6 +51,9 @@ class InputSpec:
     n_words: int = 0
     n_chars: int = 0
     words: tuple[str, ...] = ()  # id -> word form (for pretrained embeddings)
+    # Word ids >= n_train_words are forms seen only in valid/test (None: every id is a training
+    # form). A model maps them to the unknown word unless pretrained vectors know them.
+    n_train_words: int | None = None
     channels: int = 0
     height: int = 0
     width: int = 0

@@ -44,6 +44,19 @@ CLASS_NAMES = {
 }
 
 
+def random_affine(images: Tensor, degrees: float, generator_seed: int) -> Tensor:
+    """Each image of (N, 1, H, W) floats in [-1, 1] through its own
+    ``torchvision.transforms.RandomAffine(degrees, shear=degrees)`` (the authors'
+    ``configs/trinist/*.yaml`` transforms; nearest interpolation, black fill), drawn from a
+    torch RNG seeded with ``generator_seed`` (the global RNG is left as it was)."""
+    from torchvision.transforms import RandomAffine
+
+    affine = RandomAffine(degrees=degrees, shear=degrees, fill=-1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(generator_seed)
+        return torch.stack([affine(img) for img in images])
+
+
 def _to_float(images: Tensor) -> Tensor:
     """uint8 (N, H, W) -> float (N, 1, H, W) scaled to [-1, 1]."""
     return (images.float().unsqueeze(1) / 127.5) - 1.0
@@ -73,9 +86,12 @@ class ImageTasksData:
         splits: dict[str, ImageSplits],
         limit_train: int | None = None,
         limit_eval: int | None = None,
+        affine: dict[str, float] | None = None,
     ) -> None:
         _check_sizes(splits)
         self.name = name
+        # task -> RandomAffine degrees (= shear) applied to its training batches; {}: none
+        self.affine = {t: float(v) for t, v in (affine or {}).items() if v}
         self.tasks = [
             Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits
         ]
@@ -97,6 +113,11 @@ class ImageTasksData:
                 self.deviations.append(
                     f"{split} of {', '.join(cut)} cut to the first {limit} images (data.limit_{key})"
                 )
+        if self.affine:
+            self.deviations.append(
+                "data.random_affine augments training batches only (the authors' toy.py also "
+                "passes the test images through the RandomAffine)"
+            )
         first = next(iter(self.data["train"].values()))[0]
         self.input_spec = InputSpec(
             modality="image", channels=first.shape[1], height=first.shape[2], width=first.shape[3]
@@ -120,9 +141,13 @@ class ImageTasksData:
             orders[task] = torch.cat([torch.randperm(len(y), generator=g) for _ in range(passes)])
         for step in range(n_steps):
             groups: list[Group] = []
-            for task, (x, y) in self.data["train"].items():
+            for k, (task, (x, y)) in enumerate(self.data["train"].items()):
                 idx = orders[task][step * batch_size : (step + 1) * batch_size]
-                groups.append((x[idx], {task: y[idx]}))
+                images = x[idx]
+                if task in self.affine:
+                    draw = (seed * 100_003 + epoch * 101 + k) * 1_000_003 + step
+                    images = random_affine(images, self.affine[task], draw)
+                groups.append((images, {task: y[idx]}))
             yield groups
 
     def train_subset(self, fraction: float, seed: int, part: str) -> ImageTasksData:
@@ -160,11 +185,20 @@ def mnist3_data(
     limit_eval: int | None = None,
     name: str = "mnist3",
     modality: str = "image",
+    random_affine: dict[str, float] | None = None,
 ) -> ImageTasksData:
     """MNIST + Fashion-MNIST + KMNIST (METHODS §2) from torchvision's raw layout under ``root``.
 
     Every selected task's files are checked before any is read into training tensors.
+    ``random_affine``: task -> degrees of a RandomAffine(degrees, shear=degrees) on its training
+    batches (the authors' configs/trinist: mnist 10, fashion 10, kmnist 20); empty: none.
     """
+    bad = {t: v for t, v in (random_affine or {}).items() if t not in tasks or float(v) < 0}
+    if bad:
+        raise ConfigError(
+            f"`data.random_affine` should map tasks of `data.tasks` to degrees >= 0. "
+            f"Found `data.random_affine = {dict(random_affine or {})}`."
+        )
     unknown = [t for t in tasks if t not in MNIST3_TASKS]
     if unknown or not tasks:
         raise ConfigError(
@@ -176,4 +210,4 @@ def mnist3_data(
     splits = {
         t: load_image_task(Path(root), t, valid_size, missing_train, split_seed) for t in tasks
     }
-    return ImageTasksData(name, splits, limit_train, limit_eval)
+    return ImageTasksData(name, splits, limit_train, limit_eval, random_affine)

@@ -10,8 +10,9 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from mtlrun.data.buckets import check_batching, length_buckets
 from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
 from mtlrun.data.conll_hub import load_conll_hub
 from mtlrun.data.subset import split_indices
+from mtlrun.data.tags import SCHEMES, to_scheme
 from mtlrun.data.toy import generate_toy
 from mtlrun.errors import ConfigError
 
@@ -29,12 +31,16 @@ log = logging.getLogger(__name__)
 
 PAD, UNK = "<pad>", "<unk>"
 METRIC = {"pos": "accuracy", "chunk": "f1", "ner": "f1"}
+# Training label schemes of Sun et al.'s prepare-data.py (fastNLP Conll2003Pipe: chunk BIO, NER
+# BIOES); read-only, as it is a signature default.
+CONLL_SCHEMES: Mapping[str, str] = MappingProxyType({"chunk": "bio", "ner": "bioes"})
 _DIGITS = re.compile(r"\d")
 
 
-def normalise_word(word: str) -> str:
-    """Word-table key: lower case, digits mapped to 0 (the char CNN still sees the raw form)."""
-    return _DIGITS.sub("0", word.lower())
+def normalise_word(word: str, zero_digits: bool = False) -> str:
+    """Word-table key: lower case (Sun et al.'s ``StaticEmbedding(lower=True)``), and with
+    ``zero_digits`` every digit mapped to 0. The char CNN always sees the raw form."""
+    return _DIGITS.sub("0", word.lower()) if zero_digits else word.lower()
 
 
 class Vocab:
@@ -61,6 +67,24 @@ def _select_tasks(tasks: Sequence[str], available: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
+def _check_tag_schemes(tag_schemes: Mapping[str, str]) -> None:
+    """Schemes are given for span tasks only (not ``pos``), each ``bio`` or ``bioes``."""
+    errors = [
+        f"`data.tag_schemes.{task}` should be one of {list(SCHEMES)}. "
+        f"Found `data.tag_schemes.{task} = {scheme}`."
+        for task, scheme in tag_schemes.items()
+        if METRIC.get(task) == "f1" and scheme not in SCHEMES
+    ]
+    errors += [
+        f"`data.tag_schemes.{task}`: {task!r} is not a span task; span tasks are "
+        f"{[t for t, m in METRIC.items() if m == 'f1']}."
+        for task in tag_schemes
+        if METRIC.get(task) != "f1"
+    ]
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
 def _check_max_sentence_len(max_sentence_len: int | None) -> None:
     if max_sentence_len is not None and max_sentence_len < 1:
         raise ConfigError(
@@ -78,6 +102,13 @@ class TaggingData:
     recorded as a deviation); valid and test sentences stay whole. ``batching="buckets"``
     draws each epoch's training batches from ``buckets`` length buckets
     (:mod:`mtlrun.data.buckets`; recorded as a deviation) instead of a uniform shuffle.
+
+    Word table (as Sun et al.'s fastNLP vocabulary): ids 0 and 1 are padding and unknown, then
+    the training forms, then the forms seen only in valid/test (``input_spec.n_train_words``
+    marks the boundary; a backbone treats those as unknown unless pretrained vectors know
+    them). Forms are lower-cased, and digits mapped to 0 with ``zero_digits``.
+    ``tag_schemes`` gives a span task's training labels in ``bio`` or ``bioes`` (default BIO);
+    gold tags for scoring stay IOB2 (``gold_tags``), and each Task carries its scheme.
     """
 
     modality = "text"
@@ -94,9 +125,13 @@ class TaggingData:
         max_sentence_len: int | None = None,
         batching: str = "random",
         buckets: int = 10,
+        tag_schemes: Mapping[str, str] | None = None,
+        zero_digits: bool = False,
     ) -> None:
         _check_max_sentence_len(max_sentence_len)
         check_batching(batching, buckets)
+        schemes = dict(tag_schemes or {})
+        _check_tag_schemes(schemes)
         self.name = name
         self.batching, self.buckets = batching, buckets
         self.deviations: list[str] = []
@@ -116,17 +151,29 @@ class TaggingData:
                 "buckets, the sampler of Sun et al.'s code) instead of uniformly shuffled sentences"
             )
         train = self.sentences["train"]
-        counts = Counter(normalise_word(w) for s in train for w in s.words)
-        self.words = Vocab(sorted(w for w, c in counts.items() if c >= min_word_freq))
+        self.zero_digits = zero_digits
+        counts = Counter(normalise_word(w, zero_digits) for s in train for w in s.words)
+        kept = sorted(w for w, c in counts.items() if c >= min_word_freq)
+        unseen = {
+            normalise_word(w, zero_digits)
+            for split in ("valid", "test")
+            for s in self.sentences.get(split, [])
+            for w in s.words
+        }
+        self.words = Vocab([*kept, *sorted(unseen - set(counts))])
         self.chars = Vocab(sorted({c for s in train for w in s.words for c in w}))
-        self.tag_vocab = {t: sorted({tag for s in train for tag in s.tags[t]}) for t in tasks}
-        self.tasks = [Task(t, METRIC[t], tuple(self.tag_vocab[t])) for t in tasks]
+        self.schemes = {t: schemes.get(t, "bio") if METRIC[t] == "f1" else "bio" for t in tasks}
+        self.tag_vocab = {
+            t: sorted({tag for s in train for tag in self._tags(s, t)}) for t in tasks
+        }
+        self.tasks = [Task(t, METRIC[t], tuple(self.tag_vocab[t]), self.schemes[t]) for t in tasks]
         self.max_word_len = max_word_len
         self.input_spec = InputSpec(
             modality="text",
             n_words=len(self.words),
             n_chars=len(self.chars),
             words=tuple(self.words.items),
+            n_train_words=2 + len(kept),
         )
         self._encoded = {
             split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()
@@ -146,8 +193,14 @@ class TaggingData:
 
     # ------------------------------------------------------------------ encoding
 
+    def _tags(self, sentence: Sentence, task: str) -> tuple[str, ...]:
+        """The training labels of ``task``: the sentence's (IOB2) tags in the task's scheme."""
+        return to_scheme(sentence.tags[task], self.schemes[task])
+
     def _encode(self, sentence: Sentence) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        words = torch.tensor([self.words(normalise_word(w)) for w in sentence.words])
+        words = torch.tensor(
+            [self.words(normalise_word(w, self.zero_digits)) for w in sentence.words]
+        )
         width = min(self.max_word_len, max(len(w) for w in sentence.words))
         chars = torch.zeros(len(sentence.words), width, dtype=torch.long)
         for i, w in enumerate(sentence.words):
@@ -158,7 +211,7 @@ class TaggingData:
             index = {tag: i for i, tag in enumerate(task.labels)}
             # A tag unseen in training can never be predicted; it is scored but not trained on.
             tags[task.name] = torch.tensor(
-                [index.get(t, IGNORE_INDEX) for t in sentence.tags[task.name]]
+                [index.get(t, IGNORE_INDEX) for t in self._tags(sentence, task.name)]
             )
         return words, chars, tags
 
@@ -244,7 +297,8 @@ class TaggingData:
         return [list(s.words) for s in self.sentences[split]]
 
     def gold_tags(self, split: str, task: str) -> list[list[str]]:
-        """Gold tag strings of a split (unseen-in-training tags included, for honest scores)."""
+        """Gold tag strings of a split, IOB2 for span tasks whatever the training scheme
+        (unseen-in-training tags included, for honest scores)."""
         return [list(s.tags[task]) for s in self.sentences[split]]
 
 
@@ -261,14 +315,18 @@ def conll_data(
     max_sentence_len: int | None = None,
     batching: str = "random",
     buckets: int = 10,
+    tag_schemes: Mapping[str, str] = CONLL_SCHEMES,
+    zero_digits: bool = False,
 ) -> TaggingData:
     """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub.
 
     ``source="hub"`` reads parquet files under ``root`` when it holds them, else the hub's
     parquet copy (see :mod:`mtlrun.data.conll_hub`). ``max_sentence_len``, ``batching``,
-    ``buckets``: see TaggingData.
+    ``buckets``, ``tag_schemes``, ``zero_digits``: see TaggingData (the defaults are Sun et al.'s:
+    NER in BIOES, chunk in BIO, digits kept).
     """
     tasks = _select_tasks(tasks, CONLL_TASKS)
+    _check_tag_schemes(dict(tag_schemes))
     if source not in ("files", "hub"):
         raise ConfigError(
             f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`."
@@ -288,6 +346,8 @@ def conll_data(
         max_sentence_len,
         batching,
         buckets,
+        dict(tag_schemes),
+        zero_digits,
     )
 
 

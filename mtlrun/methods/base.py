@@ -60,14 +60,21 @@ class SharingMethod(Protocol):
 
 @dataclass
 class PolicyStep:
-    """Alternating updates (AdaShare): after every weight update the trainer takes the next
-    mini-batch of ``data`` (a split of the training set kept apart for this), computes the task
-    losses with the current model and calls ``step(losses)``, which adds its own terms,
-    back-propagates and steps the search parameters' optimiser (the weights are not stepped).
-    It returns entries for history.csv (averaged over the epoch)."""
+    """Alternating weight and search-parameter updates (AdaShare's train.py).
+
+    ``alternate="pass"`` (the authors' default: ``weight_iter_alternate`` = len(train1_loader),
+    ``alpha_iter_alternate`` = len(train2_loader)): every epoch is one pass of weight updates over
+    the phase's data, then one pass of policy updates over ``data`` (a split of the training set
+    kept apart for this). ``alternate="step"``: one policy mini-batch after every weight update.
+    For each policy mini-batch the trainer calls ``before()``, computes the task losses with the
+    current model and calls ``step(losses)``, which adds its own terms, back-propagates and steps
+    the search parameters' optimiser (the weights are not stepped). ``step`` returns entries for
+    history.csv (averaged over the epoch)."""
 
     data: Any  # MultiTaskData (methods import no data code beyond the protocol)
     step: Callable[[dict[str, torch.Tensor]], dict[str, float]]
+    alternate: str = "pass"  # "pass" | "step"
+    before: Callable[[], None] | None = None
 
 
 def head_name(task: str) -> str:
@@ -83,7 +90,9 @@ class SearchContext(Protocol):
     score. ``on_epoch_start(e)`` runs before each epoch e of the phase (a temperature or
     curriculum schedule); ``policy`` alternates weight and search-parameter updates; ``data``
     trains on a subset of the training set (validation always uses the whole valid split);
-    ``restore_best=False`` keeps the phase's last weights instead of its best epoch's.
+    ``restore_best=False`` keeps the phase's last weights instead of its best epoch's;
+    ``select_from`` is the first epoch (1-based) that may count as the best one;
+    ``make_optimizer`` replaces the run's θ optimiser for this phase.
     ``evaluate`` scores a split; ``make_optimizer`` builds the run's θ optimiser; ``data`` is
     the run's data set; ``seed`` the run's seed.
     """
@@ -109,6 +118,9 @@ class SearchContext(Protocol):
         policy: PolicyStep | None = None,
         data: Any = None,
         restore_best: bool = True,
+        select_from: int = 1,
+        make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+        | None = None,
     ) -> float: ...
 
     def evaluate(

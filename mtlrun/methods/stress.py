@@ -6,11 +6,14 @@ channel k. Every quantity here is a *divergence*: 0 for identical networks, larg
 differ (the thesis's Table 1(a) lists kmnist–mnist 0.0050 as the closest pair). Algorithm 4 turns
 the divergences into an affinity with exp(−A / max A) for spectral clustering.
 
-Two readings of the thesis, stated where they are used: eq. 5.4 and 5.8 print the position
-average as 1/(h+w)·Σ_{n,m}; we average over the h·w positions (the thesis calls the score
-normalised, which 1/(h+w) over h·w terms is not). Eq. 5.3 is used as printed:
-D_KL(z ‖ z') = (1/N) Σ_x z(x) log(z(x)/z'(x)) on the sigmoid values, without Bernoulli
-complement terms; its Jensen–Shannon form (eq. 5.2) is still ≥ 0, symmetric, and 0 iff equal.
+The authors' code (hav4ik/Hydra ``src/applications/measures/feature_similarity.py``) reads, per
+batch, one random spatial position (r, c) shared by the batch, takes the per-channel mean over
+the batch of D_JS(σ(z) ‖ σ(z')) with D_KL = p·log(p/q) (eq. 5.3 without Bernoulli complement
+terms), and averages over batches (``positions="random"``). ``positions="mean"`` averages over
+all h·w positions instead (eq. 5.4 prints 1/(h+w)·Σ_{n,m}, which is not an average; same
+expectation as the random position). ``inter_stress.py`` weights the channels by the *sum* of
+both networks' normalised |γ| (weights summing to 2, ``importance="sum"``); eq. 5.8's single
+importance I_k, read as the mean of both networks' (``importance="mean"``), is half of that.
 """
 
 from __future__ import annotations
@@ -35,15 +38,28 @@ def js_divergence(p: Tensor, q: Tensor) -> Tensor:
     )
 
 
-def channel_divergence(z1: Tensor, z2: Tensor) -> Tensor:
-    """S per channel (eq. 5.1 averaged over samples, eq. 5.3, and positions, eq. 5.4).
+POSITIONS = ("random", "mean")
+IMPORTANCE = ("sum", "mean")
+
+
+def channel_divergence(
+    z1: Tensor, z2: Tensor, positions: str = "mean", generator: torch.Generator | None = None
+) -> Tensor:
+    """S per channel for one batch (eq. 5.1 averaged over samples, eq. 5.3, and positions).
 
     ``z1``, ``z2``: BN-normalised pre-affine activations of two networks on the same inputs,
-    (N, c, h, w) or (N, c). Returns (c,): the mean over samples and positions of
-    D_JS(σ(z1) ‖ σ(z2)).
+    (N, c, h, w) or (N, c). Returns (c,): the mean over samples of D_JS(σ(z1) ‖ σ(z2)), at one
+    position (r, c) drawn uniformly from ``generator`` for the whole batch (``"random"``, the
+    authors' ``feature_similarity``) or averaged over the h·w positions (``"mean"``).
     """
     if z1.shape != z2.shape:
         raise ValueError(f"activations differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions should be one of {POSITIONS}, got {positions!r}")
+    if positions == "random" and z1.dim() == 4:
+        r = int(torch.randint(0, z1.shape[2], (), generator=generator))
+        c = int(torch.randint(0, z1.shape[3], (), generator=generator))
+        z1, z2 = z1[:, :, r, c], z2[:, :, r, c]
     d = js_divergence(torch.sigmoid(z1.double()), torch.sigmoid(z2.double()))
     return d.transpose(0, 1).reshape(d.shape[1], -1).mean(dim=1)
 
@@ -58,11 +74,20 @@ def importance(gamma: Tensor) -> Tensor:
     return g / total
 
 
+def pair_weights(gamma1: Tensor, gamma2: Tensor, form: str = "sum") -> Tensor:
+    """Channel weights of C for two networks from their BN scales (c,): I(γ1) + I(γ2)
+    (``"sum"``, ``inter_stress.py``: they sum to 2) or their mean (``"mean"``: sum to 1)."""
+    if form not in IMPORTANCE:
+        raise ValueError(f"importance should be one of {IMPORTANCE}, got {form!r}")
+    total = importance(gamma1) + importance(gamma2)
+    return total if form == "sum" else total / 2
+
+
 def compatibility(divergence: Tensor, weights: Tensor) -> float:
     """C (eq. 5.8): Σ_k I_k · S_k, the importance-weighted channel divergence (lower = closer).
 
-    ``divergence``: (c,) from :func:`channel_divergence`; ``weights``: (c,) importances summing
-    to 1 (the method uses the mean of both networks' :func:`importance`, so C is symmetric).
+    ``divergence``: (c,) from :func:`channel_divergence`; ``weights``: (c,) from
+    :func:`pair_weights` (symmetric in the two networks, so C is symmetric).
     """
     return float((weights.double() * divergence.double()).sum())
 
@@ -100,8 +125,10 @@ def children_affinity(
 
 def spectral_split(affinity: np.ndarray, seed: int) -> list[list[int]]:
     """Two groups of children by spectral clustering (normalised cuts, Shi & Malik; the
-    thesis's [76]) of an affinity matrix (n, n); trivial for n = 2. Groups are lists of row
-    indices, ordered by their first member; both are non-empty."""
+    thesis's [76]) of an affinity matrix (n, n); trivial for n = 2. As the authors'
+    ``graph_clustering._spectral_solver`` (sklearn's spectral clustering, k-means labels), with
+    ``seed`` fixing k-means. Groups are lists of row indices, ordered by their first member;
+    both are non-empty."""
     n = affinity.shape[0]
     if n < 2:
         raise ValueError(f"spectral_split needs >= 2 children, got {n}")
@@ -110,7 +137,7 @@ def spectral_split(affinity: np.ndarray, seed: int) -> list[list[int]]:
     from sklearn.cluster import SpectralClustering
 
     labels = SpectralClustering(
-        n_clusters=2, affinity="precomputed", random_state=seed, assign_labels="discretize"
+        n_clusters=2, affinity="precomputed", random_state=seed, assign_labels="kmeans"
     ).fit_predict(affinity)
     groups = [[k for k in range(n) if labels[k] == c] for c in sorted(set(labels.tolist()))]
     groups = [g for g in groups if g]

@@ -89,6 +89,45 @@ def magnitude_prune(
     return out
 
 
+def prune_fraction(
+    weights: Mapping[str, Tensor], mask: Mapping[str, Tensor], rate: float, per_layer: bool = False
+) -> dict[str, Tensor]:
+    """One IMP round as Sun et al.'s code prunes (src/prune.py): drop ``rate`` of the still-kept
+    entries by magnitude; pruned entries never come back.
+
+    Global (their ``prune_global``, the default): sort the kept |θ| of all tensors together,
+    take the cutoff at index ``round(rate · n_kept)`` and drop the kept entries strictly below
+    it (ties with the cutoff stay). ``per_layer`` (their unused ``prune``): the same per tensor,
+    but entries equal to the cutoff are dropped too (``<=`` there). Masks are {0,1} floats.
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate should be in [0, 1); found {rate}")
+    kept = {k: mask[k] > 0 for k in mask}
+    mags = {k: weights[k].detach().abs().float() for k in mask}
+    if per_layer:
+        out = {}
+        for k, m in kept.items():
+            cutoff = _cutoff(mags[k][m], rate)
+            out[k] = (m & (mags[k] > cutoff)).float() if cutoff is not None else m.float()
+        return out
+    cutoff = _cutoff(torch.cat([mags[k][m] for k, m in kept.items()]), rate)
+    if cutoff is None:
+        return {k: m.float() for k, m in kept.items()}
+    return {k: (m & (mags[k] >= cutoff)).float() for k, m in kept.items()}
+
+
+def _cutoff(kept_magnitudes: Tensor, rate: float) -> float | None:
+    """The magnitude at index round(rate · n) of the sorted kept magnitudes (None: none kept).
+    Python's round, like NumPy's, rounds halves to even; past the end everything goes."""
+    n = kept_magnitudes.numel()
+    if n == 0:
+        return None
+    index = round(rate * n)
+    if index >= n:
+        return float("inf")
+    return float(torch.sort(kept_magnitudes).values[index])
+
+
 def mask_stats(masks: MaskSet) -> dict[str, object]:
     """Density per task and per (task, parameter), pairwise IoU and the all-task overlap
     |∩M| / |∪M| over the masked entries.

@@ -1,4 +1,4 @@
-"""Select-or-skip policies over residual blocks (AdaShare, Sun et al. 2020, seed 002 §3).
+"""Select-or-skip policies over residual blocks (AdaShare, Sun et al. 2020, arXiv 1911.12423 §3).
 
 Every task k runs or skips every skippable block l: u_{l,k} ∈ {0, 1}. A skipped residual block
 passes its shortcut (``block.skip(x)``), so the paths stay those of hard sharing and the policy
@@ -7,11 +7,15 @@ run.
 
 Two modes:
 
-* ``search``: two logits per (l, k) (``logits``, shape (L, K, 2), column 0 = select), outside
-  :meth:`weight_parameters`. In training, u_{l,k} is a straight-through Gumbel-softmax draw at
-  temperature ``tau`` (hard value, soft gradient) for the last ``n_learnable`` blocks (the
-  curriculum); earlier blocks always run. A block's output is u·block(x) + (1 − u)·skip(x), so
-  the task losses reach the logits. In evaluation the most likely decision is taken.
+* ``search``: two logits per (l, k) (``logits``, shape (L, K, 2), column 0 = select, column 1 =
+  skip, as the authors' ``task{k}_logits`` in models/deeplab_resnet.py), outside
+  :meth:`weight_parameters`. In training, u_{l,k} is a Gumbel-softmax sample at temperature
+  ``tau`` for the last ``n_learnable`` blocks (the curriculum); earlier blocks always run. The
+  sample is soft (``hard=False``, the authors' ``hard_sampling: False``) or straight-through
+  (hard value, soft gradient). A block's output is u·block(x) + (1 − u)·skip(x), so the task
+  losses reach the logits. In evaluation the searched blocks follow one Bernoulli(p(select))
+  draw per forward (``eval_sample``, the authors' ``test_sample_policy`` with soft sampling)
+  or the most likely decision.
 * ``fixed`` (retraining): boolean decisions; a skipped block is never called, only its shortcut.
 """
 
@@ -60,8 +64,10 @@ class PolicyModel(MultiTaskModel):
         self.tau = 1.0
         self.n_learnable = 0  # 0: every block runs for every task (hard sharing, the warm-up)
         self.policy_grad = False  # False: draws are detached (weight updates leave π alone)
+        self.hard = False  # True: straight-through hard samples; False: soft Gumbel-softmax
+        self.eval_sample = False  # True: evaluation draws a policy per forward; False: argmax
         self.policy: Policy | None = None
-        self._draw: dict[tuple[str, str], Tensor] = {}
+        self._draw: dict[tuple[str, str], bool | Tensor] = {}
 
     # ------------------------------------------------------------------ policy state
 
@@ -92,7 +98,8 @@ class PolicyModel(MultiTaskModel):
         self.policy, self.mode = None, "search"
 
     def decision(self, block: str, task: str) -> bool | Tensor:
-        """u_{l,k}: True/False when fixed (or not searched now), a 0-d straight-through draw else."""
+        """u_{l,k}: True/False when fixed, not searched now or drawn in evaluation; a 0-d
+        Gumbel-softmax sample in training."""
         row = self._row.get(block)
         if row is None:
             return True  # stem and heads
@@ -101,19 +108,34 @@ class PolicyModel(MultiTaskModel):
             return self.policy[task][block]
         if row not in self.learnable_rows():
             return True
-        if not self.training:
-            return bool(self.select_prob()[row, self._col[task]] >= 0.5)
-        return self._draw[(task, block)]
+        drawn = self._draw.get((task, block))
+        if drawn is not None:
+            return drawn
+        return bool(self.select_prob()[row, self._col[task]] >= 0.5)
 
     def _sample(self) -> dict[tuple[str, str], Tensor]:
-        """One straight-through Gumbel-softmax draw per learnable (block, task)."""
+        """One Gumbel-softmax sample (soft, or straight-through when ``hard``) per learnable
+        (block, task); the authors' ``train_sample_policy``."""
         rows = self.learnable_rows()
         if not rows:
             return {}
         logits = self.logits if self.policy_grad else self.logits.detach()
-        u = F.gumbel_softmax(logits[rows.start :], tau=self.tau, hard=True)[..., SELECT]
+        u = F.gumbel_softmax(logits[rows.start :], tau=self.tau, hard=self.hard)[..., SELECT]
         return {
             (t, self.skippable[rows.start + i]): u[i, k]
+            for i in range(len(rows))
+            for t, k in self._col.items()
+        }
+
+    def _eval_draw(self) -> dict[tuple[str, str], bool | Tensor]:
+        """u_{l,k} ~ Bernoulli(p(select)) per learnable (block, task), no gradient: the
+        authors' evaluation during the search (``test_sample_policy``, soft sampling)."""
+        rows = self.learnable_rows()
+        if not rows:
+            return {}
+        draw = torch.rand(len(rows), len(self._col)) < self.select_prob()[rows.start :].cpu()
+        return {
+            (t, self.skippable[rows.start + i]): bool(draw[i, k])
             for i in range(len(rows))
             for t, k in self._col.items()
         }
@@ -122,8 +144,11 @@ class PolicyModel(MultiTaskModel):
 
     def forward(self, inputs: Any, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
         names = list(tasks) if tasks is not None else self.tasks
-        searching = self.mode == "search" and self.training
-        self._draw = self._sample() if searching else {}
+        self._draw = {}
+        if self.mode == "search" and self.training:
+            self._draw = dict(self._sample())
+        elif self.mode == "search" and self.eval_sample:
+            self._draw = self._eval_draw()
         try:
             return super().forward(inputs, names)
         finally:

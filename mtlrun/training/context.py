@@ -92,47 +92,10 @@ class RunContext:
         policy: PolicyStep | None = None,
         data: MultiTaskData | None = None,
         restore_best: bool = True,
+        select_from: int = 1,
+        make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+        | None = None,
     ) -> float:
-        if model is None:
-            return self._fit(
-                name, epochs, tasks, extra_optimizers, after_step, update, None,
-                on_epoch_start, policy, data, restore_best,
-            )  # fmt: skip
-        # Another model (a peel): the run's balancer must come out as it went in (a hybrid
-        # must not switch, GradNorm's weights must not move on one peel's losses).
-        saved = copy.deepcopy(self.balancer.state_dict())
-        try:
-            return self._fit(
-                name, epochs, tasks, extra_optimizers, after_step, update, model,
-                on_epoch_start, policy, data, restore_best,
-            )  # fmt: skip
-        finally:
-            self.balancer.load_state_dict(saved)
-
-    def _fit(
-        self,
-        name: str,
-        epochs: int,
-        tasks: Sequence[Task] | None,
-        extra_optimizers: Sequence[torch.optim.Optimizer],
-        after_step: Callable[[], None] | None,
-        update: str,
-        model: MultiTaskModel | None,
-        on_epoch_start: Callable[[int], None] | None,
-        policy: PolicyStep | None,
-        data: MultiTaskData | None,
-        restore_best: bool = True,
-    ) -> float:
-        index = self._index
-        self._index += 1
-        target = model if model is not None else self.model
-        optimizer = self.make_optimizer(target.weight_parameters())
-        done = self._finished_phase(index, name)
-        if done is not None:
-            return self._replay(done, target, optimizer, extra_optimizers, index)
-        settings = dataclasses.replace(
-            self.settings, max_epochs=epochs, update=update, max_minutes=None
-        )
         phase = Phase(
             name=name,
             tasks=tasks,
@@ -141,6 +104,38 @@ class RunContext:
             on_epoch_start=on_epoch_start,
             policy=policy,
             data=data,
+            select_from=select_from,
+        )
+        factory = make_optimizer or self.make_optimizer
+        if model is None:
+            return self._fit(phase, epochs, update, None, restore_best, factory)
+        # Another model (a peel): the run's balancer must come out as it went in (a hybrid
+        # must not switch, GradNorm's weights must not move on one peel's losses).
+        saved = copy.deepcopy(self.balancer.state_dict())
+        try:
+            return self._fit(phase, epochs, update, model, restore_best, factory)
+        finally:
+            self.balancer.load_state_dict(saved)
+
+    def _fit(
+        self,
+        phase: Phase,
+        epochs: int,
+        update: str,
+        model: MultiTaskModel | None,
+        restore_best: bool,
+        make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    ) -> float:
+        name, extra_optimizers = phase.name, phase.extra_optimizers
+        index = self._index
+        self._index += 1
+        target = model if model is not None else self.model
+        optimizer = make_optimizer(target.weight_parameters())
+        done = self._finished_phase(index, name)
+        if done is not None:
+            return self._replay(done, target, optimizer, extra_optimizers, index)
+        settings = dataclasses.replace(
+            self.settings, max_epochs=epochs, update=update, max_minutes=None
         )
         state = self._cut_phase(index, name, target, optimizer, extra_optimizers)
         state = fit(

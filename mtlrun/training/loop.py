@@ -57,8 +57,10 @@ class Phase:
     ``tasks``: the tasks trained and validated (default all); ``extra_optimizers`` step after
     the main one (e.g. Adam on π) and are neither clipped nor decayed; ``after_step`` runs after
     every update (e.g. clamping π to [0, 1]); ``on_epoch_start(e)`` before epoch e of the phase;
-    ``policy`` takes one search-parameter step on its own data after every weight update;
-    ``data`` is the training data of the phase (validation always uses the run's data).
+    ``policy`` alternates weight updates with search-parameter updates on its own data (a whole
+    pass of each per epoch, or one policy step after every weight update: ``policy.alternate``);
+    ``data`` is the training data of the phase (validation always uses the run's data);
+    ``select_from`` is the first epoch (1-based) that may become the phase's best.
     """
 
     name: str = "train"
@@ -68,6 +70,7 @@ class Phase:
     on_epoch_start: Callable[[int], None] | None = None  # e.g. a temperature schedule
     policy: PolicyStep | None = None  # alternating search-parameter updates (AdaShare)
     data: MultiTaskData | None = None  # train on this subset (default: the run's data)
+    select_from: int = 1  # earlier epochs are validated but never kept as the best
 
 
 @dataclass
@@ -190,6 +193,7 @@ def train_epoch(
     balancer_s = 0.0
     order_rng = random.Random(settings.seed * 7919 + epoch)
     watch = NonFiniteWatch(model.tasks, device)
+    stepwise = phase.policy is not None and phase.policy.alternate == "step"
     policy_batches = _policy_batches(phase, settings, epoch)
     for step, groups in enumerate(bar):
         for update in _updates(groups, active, settings.update == "per_task", order_rng):
@@ -225,7 +229,7 @@ def train_epoch(
                 extra.step()
             if phase.after_step is not None:
                 phase.after_step()
-            if phase.policy is not None:
+            if phase.policy is not None and stepwise:
                 policy_logs = _policy_update(model, phase.policy, next(policy_batches), device)
                 for key, value in policy_logs.items():
                     logs[key] = logs.get(key, 0.0) + value
@@ -240,6 +244,8 @@ def train_epoch(
     watch.check(epoch)
     out = {f"train/loss/{t}": float(s) / counts[t] for t, s in sums.items()}
     out.update({k: v / max(n_updates, 1) for k, v in logs.items()})
+    if phase.policy is not None and not stepwise and not STOP.requested:
+        out.update(_policy_pass(model, phase.policy, settings, epoch, device))
     out["time/balancer_s"] = balancer_s
     return out
 
@@ -255,10 +261,32 @@ def _policy_batches(phase: Phase, settings: TrainSettings, epoch: int) -> Iterat
         rounds += 1
 
 
+def _policy_pass(
+    model: MultiTaskModel,
+    policy: PolicyStep,
+    settings: TrainSettings,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass of search-parameter steps over the policy split (AdaShare's ``update_alpha``
+    iterations, train.py); the mean of each logged entry."""
+    sums: dict[str, float] = {}
+    n = 0
+    for groups in policy.data.train_steps(settings.batch_size, epoch, settings.seed + 1):
+        for key, value in _policy_update(model, policy, groups, device).items():
+            sums[key] = sums.get(key, 0.0) + value
+        n += 1
+        if STOP.requested:
+            break
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
 def _policy_update(
     model: MultiTaskModel, policy: PolicyStep, groups: list, device: torch.device
 ) -> dict[str, float]:
     """One search-parameter step on a policy mini-batch (the weights are not stepped)."""
+    if policy.before is not None:
+        policy.before()
     losses: dict[str, torch.Tensor] = {}
     for inputs, targets in groups:
         outputs = model(to_device(inputs, device), tasks=list(targets))
@@ -337,7 +365,8 @@ def fit(
         row.update(_flat("valid", valid))
         row["valid/score"] = score
         state.epoch = epoch + 1
-        improved = math.isfinite(score) and score > state.best_score
+        eligible = epoch + 1 >= phase.select_from
+        improved = eligible and math.isfinite(score) and score > state.best_score
         if improved:
             state.best_score, state.best_epoch = score, epoch + 1
             state.best_model = _cpu_copy(model.state_dict())
@@ -352,7 +381,8 @@ def fit(
             log.error("%s; the last saved checkpoint is kept", e)
             state.halt = {"storage": str(e)}
             break
-        if settings.patience and state.epoch - state.best_epoch >= settings.patience:
+        since = max(state.best_epoch, phase.select_from - 1)  # no patience before select_from
+        if settings.patience and state.epoch - since >= settings.patience:
             log.info("no better validation score for %d epochs: stopping early", settings.patience)
             break
         if settings.max_minutes and time.perf_counter() - started > 60 * settings.max_minutes:

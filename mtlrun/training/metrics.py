@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
 
 from mtlrun.data.base import Task
+from mtlrun.data.tags import to_bio
 
 
 def accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
@@ -40,8 +41,14 @@ def span_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
 def score(
     task: Task, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
 ) -> dict[str, float]:
-    """The task's metrics; the key ``task.metric`` is its primary score."""
+    """The task's metrics; the key ``task.metric`` is its primary score.
+
+    Span tasks are scored in BIO: tags in another ``task.scheme`` (BIOES) are converted back
+    first, gold and predictions alike, so F1 and tag accuracy do not depend on the scheme.
+    """
     if task.metric == "f1":
+        gold = [to_bio(s, task.scheme) for s in gold]
+        pred = [to_bio(s, task.scheme) for s in pred]
         return {**span_scores(gold, pred), "accuracy": accuracy(gold, pred)}
     if task.metric == "accuracy":
         return {"accuracy": accuracy(gold, pred)}

@@ -1,7 +1,9 @@
-"""CNN-BiLSTM blocks: shapes, the 533,930-parameter encoder, padding invariance, GloVe loading."""
+"""CNN-BiLSTM blocks: shapes, the 533,930-parameter encoder, padding invariance, GloVe loading,
+word dropout, initialisation and the deviations from Sun et al.'s model."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -50,6 +52,29 @@ def test_default_encoder_has_533930_parameters() -> None:
     assert {name.split(".")[0] for name, _ in counted_parameters(embed)} == {"char_cnn"}
 
 
+def test_char_proj_adds_fastnlps_linear_layer() -> None:
+    backbone = CNNBiLSTM(input_spec=SPEC, char_proj=True)
+    assert count_parameters(backbone.make_block("embed")) == 2_730 + 30 * 30 + 30
+    assert not any("no Linear(30, 30)" in d for d in backbone.deviations)
+    assert any("no Linear(30, 30)" in d for d in CNNBiLSTM(input_spec=SPEC).deviations)
+
+
+@pytest.mark.parametrize("char_proj", [False, True])
+def test_embed_forward_tasks_equals_one_forward_per_task(char_proj: bool) -> None:
+    torch.manual_seed(0)
+    embed = CNNBiLSTM(input_spec=SPEC, **TINY, char_proj=char_proj).make_block("embed").eval()
+    batch = stack(sentence([2, 3, 5], [3, 1, 4], 4), sentence([4, 1], [2, 5], 5))
+    shared = dict(embed.named_parameters())
+    params = [
+        {k: v if "embedding" in k else v * (1 + 0.5 * t) for k, v in shared.items()}
+        for t in range(3)
+    ]
+    fused = embed.forward_tasks([batch] * 3, params)
+    for t, p in enumerate(params):
+        alone = torch.func.functional_call(embed, p, (batch,))
+        torch.testing.assert_close(fused[t].x, alone.x)
+
+
 def test_block_and_head_shapes() -> None:
     backbone = CNNBiLSTM(input_spec=SPEC, **TINY)
     batch = stack(sentence([2, 3, 5], [3, 3, 3], 3), sentence([4, 1], [5, 2], 5))
@@ -96,22 +121,98 @@ def write_glove(path: Path, lines: list[str]) -> str:
     return str(path)
 
 
-def test_glove_rows_are_loaded_exact_then_lowercase(
+def test_glove_rows_loaded_lowercased_as_fastnlp_static_embedding(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = InputSpec("text", n_words=5, n_chars=12, words=("<pad>", "<unk>", "the", "Paris", "zzz"))
+    # ids 2-4 are training forms, 5-6 forms seen only in valid/test (n_train_words = 5).
+    words = ("<pad>", "<unk>", "the", "Paris", "zzz", "london", "qqq")
+    spec = InputSpec("text", n_words=7, n_chars=12, words=words, n_train_words=5)
     file = write_glove(
         tmp_path / "glove.txt",
-        ["the 1 2 3 4", "paris 5 6 7 8", "<pad> 9 9 9 9", "other 0 0 0 0"],
+        ["the 1 2 3 4", "paris 5 6 7 8", "<pad> 9 9 9 9", "london -1 -2 -3 -4", "other 0 0 0 0"],
     )
+    torch.manual_seed(0)
     with caplog.at_level(logging.INFO, logger="mtlrun.backbones.cnn_bilstm"):
-        backbone = CNNBiLSTM(input_spec=spec, **TINY, embeddings=file)
-    assert "2 of 4 words found" in caplog.text
-    table = backbone.make_block("embed").word_embedding.weight
+        backbone = CNNBiLSTM(input_spec=spec, **TINY, word_vectors=file)
+    assert "3 of 5 word forms found" in caplog.text
+    embed = backbone.make_block("embed").eval()
+    table = embed.word_embedding.weight
     assert table[2].tolist() == [1, 2, 3, 4]
-    assert table[3].tolist() == [5, 6, 7, 8]
-    assert table[0].abs().max() == 0  # the padding row stays zero
-    assert table[4].abs().max() < 1  # not found: random U(+-sqrt(3/4))
+    assert table[3].tolist() == [5, 6, 7, 8]  # "Paris" found lower-cased
+    assert table[5].tolist() == [-1, -2, -3, -4]  # valid/test-only form with a vector
+    assert table[0].abs().max() == 0  # the padding row stays zero ("<pad> 9 9 9 9" ignored)
+    assert table[1].abs().max() == 0  # the unknown row starts at zero, as in fastNLP
+    assert 0 < table[4].abs().max() <= 3**0.5 / 2  # training form not found: U(+-sqrt(3/4))
+    # A valid/test-only form the file lacks reads the unknown row.
+    assert embed.word_rows.tolist() == [0, 1, 2, 3, 4, 5, 1]
+    ids = embed.word_ids(torch.tensor([[6, 1, 5, 0]]))
+    assert ids.tolist() == [[1, 1, 5, 0]]
+    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    notes = " | ".join(backbone.deviations)
+    assert f"sha256 {digest}, 5 lines, 3 of 5 word forms found" in notes
+    assert "random word embeddings" not in notes
+
+
+def test_without_word_vectors_unseen_forms_read_unknown_and_it_is_a_deviation() -> None:
+    spec = InputSpec("text", n_words=4, n_chars=5, words=WORDS[:4], n_train_words=3)
+    backbone = CNNBiLSTM(input_spec=spec, **TINY)
+    assert backbone.make_block("embed").word_rows.tolist() == [0, 1, 2, 1]
+    assert any(d.startswith("random word embeddings") for d in backbone.deviations)
+
+
+def test_word_dropout_replaces_words_by_unknown_in_training_only() -> None:
+    backbone = CNNBiLSTM(input_spec=SPEC, **TINY, word_dropout=0.3)
+    embed = backbone.make_block("embed")
+    words = torch.tensor([[2, 3, 4, 5, 0, 0]]).repeat(2000, 1)
+    torch.manual_seed(0)
+    dropped = embed.train().word_ids(words)
+    assert (dropped[:, 4:] == 0).all()  # padding is never dropped
+    changed = dropped[:, :4] != words[:, :4]
+    assert (dropped[:, :4][changed] == 1).all()  # dropped words become <unk>
+    assert abs(changed.float().mean().item() - 0.3) < 0.02
+    assert torch.equal(embed.eval().word_ids(words), words)
+
+
+@pytest.mark.parametrize("init", ["fastnlp", "ma_hovy"])
+def test_lstm_initialisation(init: str) -> None:
+    torch.manual_seed(0)
+    lstm = CNNBiLSTM(input_spec=SPEC, **TINY, init=init).make_block("bilstm").lstm
+    hidden, fan_in = 6, 4 + 5
+    forget = slice(hidden, 2 * hidden)
+    for name, param in lstm.named_parameters():
+        if name.startswith("bias"):
+            expected = torch.zeros(4 * hidden)
+            if init == "fastnlp" or name.startswith("bias_ih"):
+                expected[forget] = 1.0  # fastNLP sets it in b_ih and b_hh: forget bias 2
+            assert torch.equal(param.detach(), expected), name
+        else:
+            columns = fan_in if "ih" in name else hidden
+            rows = 4 * hidden if init == "fastnlp" else hidden  # Glorot fan: stack or gate
+            bound = (6 / (rows + columns)) ** 0.5
+            assert param.abs().max() <= bound
+            assert param.abs().max() > 0.8 * bound, name
+
+
+def test_char_activation_relu_gives_nonnegative_char_features() -> None:
+    torch.manual_seed(0)
+    chars = sentence([2, 3, 4, 5], [3, 2, 4, 1], 4).chars
+    relu = CNNBiLSTM(input_spec=SPEC, **TINY).make_block("embed").eval()
+    assert (relu.char_features(chars) >= 0).all()
+    plain = CNNBiLSTM(input_spec=SPEC, **TINY, char_activation="none").make_block("embed").eval()
+    assert (plain.char_features(chars) < 0).any()
+
+
+def test_deviations_name_the_options_that_differ_from_the_authors() -> None:
+    default = CNNBiLSTM(input_spec=SPEC)
+    assert len(default.deviations) == 4
+    assert default.deviations[0].startswith("one BiLSTM layer: the authors' run_conll03.sh")
+    changed = CNNBiLSTM(
+        input_spec=SPEC, init="ma_hovy", word_dropout=0.0, char_activation="none", hidden=100
+    )
+    notes = " | ".join(changed.deviations)
+    assert "hidden = 100 (theirs 200), word_dropout = 0.0 (theirs 0.01)" in notes
+    assert "initialisation of Ma & Hovy" in notes
+    assert "no ReLU after the char CNN" in notes
 
 
 @pytest.mark.parametrize(
@@ -126,12 +227,12 @@ def test_bad_glove_line_names_file_and_line(
 ) -> None:
     file = write_glove(tmp_path / "glove.txt", lines)
     with pytest.raises(DataError, match=rf"glove\.txt:{line_no}: {text}"):
-        CNNBiLSTM(input_spec=SPEC, **TINY, embeddings=file)
+        CNNBiLSTM(input_spec=SPEC, **TINY, word_vectors=file)
 
 
 def test_missing_glove_file_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="cannot read the embeddings file"):
-        CNNBiLSTM(input_spec=SPEC, embeddings=str(tmp_path / "missing.txt"))
+    with pytest.raises(DataError, match=r"missing\.txt: cannot read the word vectors file"):
+        CNNBiLSTM(input_spec=SPEC, word_vectors=str(tmp_path / "missing.txt"))
 
 
 @pytest.mark.parametrize(
@@ -141,6 +242,13 @@ def test_missing_glove_file_is_a_data_error(tmp_path: Path) -> None:
         ({"char_width": 4}, "`char_width` should be an odd integer >= 1"),
         ({"hidden": 0}, "`hidden` should be >= 1"),
         ({"dropout": 1.0}, r"`dropout` should be in \[0, 1\)"),
+        ({"word_dropout": -0.1}, r"`word_dropout` should be in \[0, 1\)"),
+        (
+            {"init": "xavier", "char_activation": "tanh"},
+            r"`init` should be one of \['fastnlp', 'ma_hovy'\]\. Found `init = 'xavier'`\. "
+            r"`char_activation` should be one of \['relu', 'none'\]\. "
+            r"Found `char_activation = 'tanh'`\.",
+        ),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], text: str) -> None:

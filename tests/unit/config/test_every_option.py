@@ -59,7 +59,12 @@ FAST_METHOD = {
         "method.max_stationary_epochs=1",
         "method.similarity_batches=1",
     ],
-    "adashare": ["method.warmup_epochs=1", "method.policy_epochs=1", "method.n_samples=2"],
+    "adashare": [
+        "method.warmup_epochs=1",
+        "method.curriculum_speed=1",
+        "method.policy_epochs=5",
+        "method.n_samples=2",
+    ],
 }
 
 

@@ -74,6 +74,10 @@ def test_bad_values_are_reported_together(compose_cfg) -> None:
         ),
         (["optim.lr=-1"], "`optim.lr` should be > 0. Found `optim.lr = -1.0`."),
         (
+            ["optim=adam", "optim.betas=[0.5,1.0]"],
+            "`optim.betas` should be two numbers in [0, 1). Found `optim.betas = [0.5, 1.0]`.",
+        ),
+        (
             ["data=mnist3", "method=soft"],
             "`method=soft` couples BiLSTM layers: it needs backbone=cnn_bilstm",
         ),
@@ -116,3 +120,18 @@ def test_keys_added_with_plus_are_refused_with_the_nearest_valid_key(compose_cfg
         validate(cfg)
     assert "did you mean `method.keep_ratio`?" in str(info.value)
     assert "`notes2` is not a key of this config; did you mean `notes`?" in str(info.value)
+
+
+def test_adam_betas_reach_the_optimiser(compose_cfg) -> None:
+    """experiment=adashare_mnist3 trains with AdaShare's β = (0.5, 0.999) (define_optimizer)."""
+    import torch
+
+    from mtlrun.run import build
+
+    cfg = compose_cfg(["experiment=adashare_mnist3", "data.missing_train=split_test"])
+    optimizer = build(cfg.optim)([torch.nn.Parameter(torch.zeros(2))])
+    group = optimizer.param_groups[0]
+    assert tuple(group["betas"]) == (0.5, 0.999)
+    assert group["weight_decay"] == 1e-4
+    plain = build(compose_cfg(["optim=adam"]).optim)([torch.nn.Parameter(torch.zeros(2))])
+    assert tuple(plain.param_groups[0]["betas"]) == (0.9, 0.999)

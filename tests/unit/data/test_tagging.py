@@ -1,4 +1,5 @@
-"""Tagging data built from sentences: the training-sentence cap (data.max_sentence_len)."""
+"""Tagging data built from sentences: the training-sentence cap (data.max_sentence_len), the word
+table (lower-cased forms, valid/test forms after the training ones) and the tag schemes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlrun.data.tagging import conll_data, toy_data
+from mtlrun.data.conll import Sentence
+from mtlrun.data.tagging import TaggingData, conll_data, toy_data
 from mtlrun.errors import ConfigError
 from tests.helpers.fakedata import write_conll_dir
 
@@ -88,3 +90,91 @@ def test_max_sentence_len_must_be_positive(tmp_path: Path, value: int) -> None:
     with pytest.raises(ConfigError) as info:
         conll_data(str(tmp_path / "nowhere"), max_sentence_len=value)  # before any reading
     assert str(info.value) == message
+
+
+def _splits() -> dict[str, list[Sentence]]:
+    """Hand-written sentences: "Paris"/"paris" share a form; "1996" and "Rome" only in valid/test."""
+
+    def sent(words: str, pos: str, chunk: str, ner: str) -> Sentence:
+        return Sentence(
+            tuple(words.split()),
+            {"pos": tuple(pos.split()), "chunk": tuple(chunk.split()), "ner": tuple(ner.split())},
+        )
+
+    return {
+        "train": [
+            sent(
+                "John Smith saw Paris",
+                "NNP NNP VBD NNP",
+                "B-NP I-NP B-VP B-NP",
+                "B-PER I-PER O B-LOC",
+            ),
+            sent("paris 42", "NNP CD", "B-NP I-NP", "B-LOC O"),
+        ],
+        "valid": [sent("Rome 1996", "NNP CD", "B-NP I-NP", "B-LOC O")],
+        "test": [sent("John 7", "NNP CD", "B-NP I-NP", "B-PER O")],
+    }
+
+
+def test_word_table_lowercases_and_appends_valid_test_forms() -> None:
+    data = TaggingData("t", _splits(), ["pos", "ner"])
+    # Training forms first (sorted), then forms seen only in valid/test (sorted).
+    assert data.words.items == [
+        "<pad>",
+        "<unk>",
+        "42",
+        "john",
+        "paris",
+        "saw",
+        "smith",
+        "1996",
+        "7",
+        "rome",
+    ]
+    assert data.input_spec.n_train_words == 7
+    assert data.input_spec.words == tuple(data.words.items)
+    words, _, _ = data._encoded["valid"][0]
+    assert words.tolist() == [9, 7]  # own ids; the backbone decides what they read
+
+
+def test_zero_digits_maps_digits_to_zero() -> None:
+    data = TaggingData("t", _splits(), ["pos"], zero_digits=True)
+    assert data.words.items == [
+        "<pad>",
+        "<unk>",
+        "00",
+        "john",
+        "paris",
+        "saw",
+        "smith",
+        "0",
+        "0000",
+        "rome",
+    ]
+
+
+def test_bioes_training_labels_with_bio_gold_tags() -> None:
+    data = TaggingData("t", _splits(), ["chunk", "ner"], tag_schemes={"ner": "bioes"})
+    chunk, ner = data.tasks
+    assert (chunk.scheme, ner.scheme) == ("bio", "bioes")
+    assert ner.labels == ("B-PER", "E-PER", "O", "S-LOC")
+    assert chunk.labels == ("B-NP", "B-VP", "I-NP")
+    _, _, tags = data._encoded["train"][0]
+    assert [ner.labels[i] for i in tags["ner"].tolist()] == ["B-PER", "E-PER", "O", "S-LOC"]
+    assert data.gold_tags("train", "ner")[0] == ["B-PER", "I-PER", "O", "B-LOC"]
+
+
+def test_conll_defaults_are_the_authors_schemes(tmp_path: Path) -> None:
+    write_conll_dir(tmp_path)
+    data = conll_data(str(tmp_path))
+    assert {t.name: t.scheme for t in data.tasks} == {"pos": "bio", "chunk": "bio", "ner": "bioes"}
+
+
+def test_bad_tag_schemes_are_config_errors_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        TaggingData("t", _splits(), ["pos", "ner"], tag_schemes={"ner": "iobes", "pos": "bio"})
+    assert str(err.value).splitlines() == [
+        "`data.tag_schemes.ner` should be one of ['bio', 'bioes']. "
+        "Found `data.tag_schemes.ner = iobes`.",
+        "`data.tag_schemes.pos`: 'pos' is not a span task; span tasks are ['chunk', 'ner'].",
+    ]

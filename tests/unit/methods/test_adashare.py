@@ -1,8 +1,10 @@
-"""AdaShare (seed 002): straight-through policies, fixed-policy skipping, the schedules, the two
-regularisers on hand-computed cases, parameter accounting, artefacts and a tiny end-to-end run."""
+"""AdaShare (arXiv 1911.12423, the authors' code): Gumbel policies, fixed-policy skipping, the
+schedules epoch by epoch, both forms of the two regularisers on hand-computed cases, what a
+policy step may change, the phases' optimisers, parameter accounting, artefacts and tiny runs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import signal
@@ -21,13 +23,16 @@ from mtlrun.methods.adashare import (
     AdaShare,
     curriculum,
     sharing_loss,
+    sharing_loss_paper,
     sparsity_loss,
+    sparsity_loss_paper,
     temperature,
     write_policy,
 )
+from mtlrun.methods.base import PolicyStep
 from mtlrun.model.policy import PolicyModel
 from mtlrun.run import run
-from mtlrun.training import loop
+from mtlrun.training import context, loop
 from tests.conftest import TINY_RESNET
 
 SPEC = InputSpec(modality="image", channels=1, height=28, width=28)
@@ -40,7 +45,8 @@ RESNET_RUN = [
     "backbone=resnet",
     *TINY_RESNET,
     "method.warmup_epochs=1",
-    "method.policy_epochs=1",
+    "method.curriculum_speed=1",
+    "method.policy_epochs=5",  # > L·speed = 4: the best epoch is chosen from epoch 5 on
     "method.n_samples=2",
     "trainer.max_epochs=1",
     "trainer.batch_size=16",
@@ -74,7 +80,7 @@ def test_skippable_blocks_are_the_residual_blocks_and_logits_are_not_weights() -
     assert torch.allclose(biased.select_prob(), torch.full((4, 2), 0.8))
 
 
-def test_straight_through_draw_passes_gradients_to_the_searched_logits() -> None:
+def test_gumbel_draws_pass_gradients_to_the_searched_logits() -> None:
     _, model = tiny_model()
     model.train()
     model.n_learnable, model.tau, model.policy_grad = 2, 1.0, True
@@ -97,10 +103,17 @@ def test_weight_updates_leave_the_logits_without_gradient() -> None:
     assert model.logits.grad is None
 
 
-def test_drawn_decisions_are_hard_and_per_task_in_the_cache_key() -> None:
+def test_drawn_decisions_are_soft_by_default_hard_on_request_and_per_task_in_the_cache_key() -> (
+    None
+):
     _, model = tiny_model()
     model.train()
     model.n_learnable = 1
+    torch.manual_seed(1)
+    model._draw = model._sample()
+    u = model.decision("layer4_0", "a")
+    assert isinstance(u, torch.Tensor) and 0.0 < float(u) < 1.0  # authors: hard_sampling False
+    model.hard = True
     model._draw = model._sample()
     u = model.decision("layer4_0", "a")
     assert isinstance(u, torch.Tensor) and float(u) in (0.0, 1.0)
@@ -108,6 +121,26 @@ def test_drawn_decisions_are_hard_and_per_task_in_the_cache_key() -> None:
     assert model.cache_key("a", prefix) == model.cache_key("b", prefix)  # always run: shared
     last = (*prefix, "layer4_0")
     assert model.cache_key("a", last) != model.cache_key("b", last)
+
+
+def test_evaluation_in_the_search_draws_a_policy_or_takes_the_most_likely() -> None:
+    _, model = tiny_model()
+    model.eval()
+    model.n_learnable = 4
+    with torch.no_grad():
+        model.logits[..., 0] = torch.tensor([[9.0, -9.0]] * 4)  # a: select, b: skip, surely
+    model.eval_sample = True
+    model._draw = model._eval_draw()
+    assert model.decision("layer1_0", "a") is True and model.decision("layer1_0", "b") is False
+    with torch.no_grad():
+        model.logits.zero_()  # p = 0.5: the draws differ between forwards
+    draws = set()
+    for _ in range(20):
+        model._draw = model._eval_draw()
+        draws.add(tuple(model.decision(b, "a") for b in model.skippable))
+    assert len(draws) > 1
+    model.eval_sample, model._draw = False, {}
+    assert model.decision("layer1_0", "a") is True  # argmax: p = 0.5 >= 0.5 selects
 
 
 class Exploding(ResidualBlock):
@@ -178,43 +211,146 @@ def test_param_counts_on_a_hand_policy() -> None:
 # ------------------------------------------------------------------------ schedules and losses
 
 
-def test_temperature_and_curriculum_follow_the_schedule() -> None:
-    assert temperature(5.0, 0.965, 1) == pytest.approx(5.0 * 0.965)
-    assert temperature(5.0, 0.965, 3) == pytest.approx(5.0 * 0.965**3)
-    assert [curriculum(4, e) for e in range(1, 7)] == [1, 2, 3, 4, 4, 4]
+def test_temperature_and_curriculum_follow_the_authors_schedule() -> None:
+    # train.py: epoch 1 at init_temp, × decay_temp after every policy pass
+    assert temperature(5.0, 0.965, 1) == 5.0
+    assert temperature(5.0, 0.965, 3) == pytest.approx(5.0 * 0.965**2)
+    # num_train_layers = p_epoch // curriculum_speed + 1 with p_epoch = e − 1
+    assert [curriculum(4, e, 3) for e in range(1, 15)] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4]
+    assert [curriculum(4, e, 1) for e in range(1, 7)] == [1, 2, 3, 4, 4, 4]
 
 
-def test_sparsity_loss_on_a_hand_case() -> None:
-    # p(select) = 0.5 (equal logits) and σ(log 3) = 0.75 for the second row.
-    logits = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])
-    assert float(sparsity_loss(logits)) == pytest.approx(math.log(0.5) + math.log(0.75))
+def test_sparsity_loss_is_the_authors_mean_cross_entropy_towards_skip() -> None:
+    # 3 blocks, 2 tasks; only the last 2 are searched. p(skip) of row l, task k by hand:
+    logits = torch.tensor(
+        [
+            [[5.0, 0.0], [5.0, 0.0]],  # not searched: left out
+            [[0.0, 0.0], [math.log(3.0), 0.0]],  # p(skip) = 1/2 and 1/4
+            [[0.0, math.log(3.0)], [0.0, 0.0]],  # p(skip) = 3/4 and 1/2
+        ]
+    )
+    task_a = -(math.log(1 / 2) + math.log(3 / 4)) / 2  # mean over the searched blocks
+    task_b = -(math.log(1 / 4) + math.log(1 / 2)) / 2
+    assert float(sparsity_loss(logits, 2)) == pytest.approx(task_a + task_b)  # sum over tasks
+    # gradient per logit at p = 0.5: 0.5 / n_open, an 8th of the paper's form when 8 are open
+    even = torch.zeros(8, 1, 2, requires_grad=True)
+    (g,) = torch.autograd.grad(sparsity_loss(even, 8), [even])
+    assert torch.allclose(g[..., 0], torch.full((8, 1), 0.5 / 8))
 
 
-def test_sharing_loss_on_a_hand_case() -> None:
-    # L = 2 blocks, K = 3 tasks: weights (L − l)/L = 1/2 (l = 1) and 0 (l = 2).
+def test_sparsity_loss_in_the_papers_form() -> None:
+    # Σ_{l,k} log p(select) over the searched blocks: p = 0.5 and σ(log 3) = 0.75
+    logits = torch.tensor([[[7.0, 0.0]], [[0.0, 0.0]], [[math.log(3.0), 0.0]]])
+    assert float(sparsity_loss_paper(logits, 2)) == pytest.approx(math.log(0.5) + math.log(0.75))
+
+
+def test_sharing_loss_is_the_authors_hamming_loss_on_select_logits() -> None:
+    # L = 2 blocks, K = 3 tasks; weights (l+1)/L = 1/2 (first block) and 1 (second block);
+    # only the select logit (column 0) counts.
+    logits = torch.zeros(2, 3, 2)
+    logits[..., 0] = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.8, 0.5]])
+    logits[..., 1] = torch.randn(2, 3)
+    first = abs(0.9 - 0.5) + abs(0.9 - 0.1) + abs(0.5 - 0.1)
+    second = abs(0.2 - 0.8) + abs(0.2 - 0.5) + abs(0.8 - 0.5)
+    assert float(sharing_loss(logits)) == pytest.approx(0.5 * first + 1.0 * second)
+
+
+def test_sharing_loss_in_the_papers_form() -> None:
+    # weights (L − l)/L = 1/2 (l = 1) and 0 (l = 2) on p(select); p = σ(select − skip logit)
     alpha = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.8, 0.5]])
+    logits = torch.stack([torch.log(alpha / (1 - alpha)), torch.zeros(2, 3)], dim=-1)
     pairs = abs(0.9 - 0.5) + abs(0.9 - 0.1) + abs(0.5 - 0.1)
-    assert float(sharing_loss(alpha)) == pytest.approx(0.5 * pairs)
-    assert float(sharing_loss(torch.full((3, 2), 0.3))) == 0.0
+    assert float(sharing_loss_paper(logits)) == pytest.approx(0.5 * pairs)
+    assert float(sharing_loss_paper(torch.zeros(3, 2, 2))) == 0.0
+
+
+class FakeData:
+    def train_subset(self, fraction: float, seed: int, part: str) -> str:
+        return part
+
+
+class FakeCtx:
+    """Records what the search asks of the runner, phase by phase, without training."""
+
+    def __init__(self, model: PolicyModel) -> None:
+        self.model, self.data, self.seed = model, FakeData(), 0
+        self.seen: list[tuple[float, int]] = []
+        self.calls: dict[str, dict] = {}
+
+    def make_optimizer(self, params):  # type: ignore[no-untyped-def]
+        return torch.optim.Adam(params, lr=0.003)
+
+    def fit(self, name, epochs, on_epoch_start=None, **kwargs) -> float:  # type: ignore[no-untyped-def]
+        self.calls[name] = {"epochs": epochs, **kwargs}
+        for e in range(epochs):
+            if on_epoch_start is not None:
+                on_epoch_start(e)
+                self.seen.append((self.model.tau, self.model.n_learnable))
+        return 0.0
 
 
 def test_schedule_is_set_per_policy_epoch() -> None:
     method, model = tiny_model()
+    method.policy_epochs = 14
+    ctx = FakeCtx(model)
+    method._learn_policy(ctx, model)  # type: ignore[arg-type]
+    assert [n for _, n in ctx.seen] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4]
+    assert [t for t, _ in ctx.seen] == pytest.approx([5.0 * 0.965**e for e in range(14)])
+    # the best epoch may only be one after every block was searched for a whole round
+    assert ctx.calls["policy"]["select_from"] == 4 * 3 + 1
+    assert ctx.calls["policy"]["data"] == "rest"
+    assert ctx.calls["policy"]["policy"].data == "held_out"
+    assert ctx.calls["policy"]["policy"].alternate == "pass"
+    assert model.n_learnable == 4
 
-    class Ctx:
-        seen: list[tuple[float, int]] = []
 
-        def fit(self, name, epochs, on_epoch_start=None, **kwargs) -> float:  # type: ignore[no-untyped-def]
-            for e in range(epochs):
-                on_epoch_start(e)
-                self.seen.append((model.tau, model.n_learnable))
-            return 0.0
+def test_each_phase_gets_the_authors_optimiser() -> None:
+    method, model = tiny_model()
+    ctx = FakeCtx(model)
+    method._learn_policy(ctx, model)  # type: ignore[arg-type]
+    weights = model.weight_parameters()
+    warmup = method._warmup_optimizer(ctx)(weights)  # type: ignore[arg-type, misc]
+    assert isinstance(warmup, torch.optim.Adam)
+    assert warmup.defaults["betas"] == (0.5, 0.999) and warmup.defaults["weight_decay"] == 1e-4
+    assert warmup.defaults["lr"] == 0.003  # optim.lr
+    sgd = ctx.calls["policy"]["make_optimizer"](weights)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    assert sgd.defaults["lr"] == 0.003
+    (alphas,) = ctx.calls["policy"]["extra_optimizers"]
+    assert isinstance(alphas, torch.optim.Adam)
+    assert alphas.defaults["lr"] == 0.01 and alphas.defaults["weight_decay"] == 5e-4
+    assert alphas.param_groups[0]["params"] == [model.logits]
+    method.authors_optimizers = False
+    assert method._warmup_optimizer(ctx) is None  # type: ignore[arg-type]
+    assert method._policy_phase_optimizer(ctx) is None  # type: ignore[arg-type]
 
-    method.policy_epochs = 6
-    ctx = Ctx()
-    method._learn_policy(ctx, model, None, None)  # type: ignore[arg-type]
-    assert [n for _, n in ctx.seen] == [1, 2, 3, 4, 4, 4]
-    assert [t for t, _ in ctx.seen] == pytest.approx([5.0 * 0.965**e for e in range(1, 7)])
+
+def test_a_policy_step_moves_only_the_searched_logits() -> None:
+    """Weights and the not-yet-searched blocks' p(select) stay as they were; the searched
+    blocks' logits move (the task losses, sparsity and sharing terms reach them)."""
+    method, model = tiny_model()
+    ctx = FakeCtx(model)
+    method._learn_policy(ctx, model)  # type: ignore[arg-type]
+    policy: PolicyStep = ctx.calls["policy"]["policy"]
+    model.train()
+    model.n_learnable, model.tau = 2, 5.0
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if n != "logits"}
+    alpha = model.select_prob().detach().clone()
+    assert policy.before is not None
+    policy.before()
+    out = model(torch.randn(4, 1, 28, 28))
+    targets = {"a": torch.tensor([0, 1, 2, 3]), "b": torch.tensor([0, 1, 0, 1])}
+    losses = {t: nn.functional.cross_entropy(out[t], targets[t]) for t in out}
+    logs = policy.step(losses)
+    assert model.policy_grad is False and logs["policy/searched"] == 2.0
+    after = model.select_prob().detach()
+    assert torch.equal(after[:2], alpha[:2])  # closed blocks: p(select) untouched
+    assert not torch.allclose(after[2:], alpha[2:])  # searched blocks moved
+    for n, p in model.named_parameters():
+        if n != "logits":
+            assert torch.equal(p, weights[n]), n
+            assert p.grad is None, n
 
 
 def test_policy_json_is_written(tmp_path: Path) -> None:
@@ -234,11 +370,54 @@ def test_policy_json_is_written(tmp_path: Path) -> None:
 
 def test_every_bad_key_is_named_at_once() -> None:
     with pytest.raises(ConfigError) as e:
-        AdaShare(tau0=0, policy_split=1.0, init_select=0.0, policy_epochs=0)
+        AdaShare(
+            tau0=0,
+            policy_split=1.0,
+            init_select=0.0,
+            policy_epochs=0,
+            curriculum_speed=0,
+            sparsity_form="l1",
+            alternate="epoch",
+            retrain_samples=-1,
+        )
     text = str(e.value)
-    for key in ("tau0", "policy_split", "init_select", "policy_epochs"):
+    for key in ("tau0", "policy_split", "init_select", "policy_epochs", "retrain_samples"):
         assert f"`method.{key}`" in text
     assert "`method.policy_split` should be in (0, 1). Found `method.policy_split = 1.0`." in text
+    assert "`method.curriculum_speed` should be an integer >= 1." in text
+    assert "`method.sparsity_form` should be one of code, paper. Found" in text
+    assert (
+        "`method.alternate` should be one of pass, step. Found `method.alternate = epoch`." in text
+    )
+
+
+def test_too_few_policy_epochs_for_the_curriculum_are_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        AdaShare(policy_epochs=12, curriculum_speed=3).build(
+            ResNet(input_spec=SPEC, layers=[1, 1, 1, 1], width=4), TASKS
+        )
+    assert str(e.value) == (
+        "`method.policy_epochs` should be > 12 (4 skippable blocks × `method.curriculum_speed` 3)"
+        ": the policy is chosen once every block has been searched (authors' train.py). "
+        "Found `method.policy_epochs = 12`."
+    )
+
+
+def test_deviations_name_each_departure_from_the_authors_code() -> None:
+    default = AdaShare().deviations
+    assert any("not on the test split" in d for d in default)
+    assert not any("paper's form" in d for d in default)
+    assert not any("straight-through" in d for d in default)
+    options = AdaShare(
+        sparsity_form="paper",
+        sharing_form="paper",
+        alternate="step",
+        hard_sampling=True,
+        search_eval="argmax",
+        authors_optimizers=False,
+        retrain_samples=2,
+    ).deviations
+    assert len(options) == len(default) + 6
 
 
 def test_a_backbone_without_residual_blocks_is_refused() -> None:
@@ -261,7 +440,24 @@ def test_validate_refuses_adashare_without_resnet(compose_cfg) -> None:
 # ------------------------------------------------------------------------ end to end
 
 
-def test_tiny_run_retrains_the_chosen_policy(compose_cfg, tmp_path: Path) -> None:
+def phases(folder: Path) -> list[tuple[str, int]]:
+    """(phase, epoch) of every history.csv row."""
+    with (folder / "history.csv").open() as f:
+        return [(row["phase"], int(row["epoch"])) for row in csv.DictReader(f)]
+
+
+def test_tiny_run_alternates_whole_passes_and_retrains_the_chosen_policy(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwards: list[tuple[int, bool]] = []  # (blocks searched, policy update?) of training calls
+    original = PolicyModel.forward
+
+    def spy(self, inputs, tasks=None):  # type: ignore[no-untyped-def]
+        if self.training and self.mode == "search" and self.n_learnable:
+            forwards.append((self.n_learnable, self.policy_grad))
+        return original(self, inputs, tasks)
+
+    monkeypatch.setattr(PolicyModel, "forward", spy)
     metrics = run(compose_cfg(RESNET_RUN), tmp_path)
     assert set(metrics["test"]) == {"mnist", "fashion"}
     search = metrics["search"]
@@ -270,13 +466,80 @@ def test_tiny_run_retrains_the_chosen_policy(compose_cfg, tmp_path: Path) -> Non
     assert len(search["samples"]) == 3  # argmax + 2 drawn
     saved = json.loads((tmp_path / "policy.json").read_text())
     assert saved["blocks"] == ["layer1_0", "layer2_0", "layer3_0", "layer4_0"]
-    history = (tmp_path / "history.csv").read_text()
-    assert ",warmup," in history or "warmup" in history
-    assert "policy" in history and "train" in history
+    expected = [("warmup", 1)] + [("policy", e) for e in range(1, 6)] + [("train", 1)]
+    assert phases(tmp_path) == expected
+    # 64 training images per task: the weights' 51 take 4 steps of 16, the policy's 13 one step;
+    # one forward per task and step. Every policy epoch: a whole weight pass, then a whole policy
+    # pass (train.py's default weight_iter_alternate = len(train1_loader),
+    # alpha_iter_alternate = len(train2_loader)).
+    per_epoch = [False] * 4 * 2 + [True] * 2
+    searched = [1, 2, 3, 4, 4]  # curriculum_speed 1
+    assert forwards == [(n, grad) for n in searched for grad in per_epoch]
+    assert any("not on the test split" in d for d in metrics["fidelity"]["method"])
 
 
-def test_a_search_stopped_in_the_policy_phase_resumes_to_the_same_result(
+def test_step_alternation_interleaves_one_policy_step_per_weight_step(
     compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags: list[bool] = []
+    original = PolicyModel.forward
+
+    def spy(self, inputs, tasks=None):  # type: ignore[no-untyped-def]
+        if self.training and self.mode == "search" and self.n_learnable:
+            flags.append(self.policy_grad)
+        return original(self, inputs, tasks)
+
+    monkeypatch.setattr(PolicyModel, "forward", spy)
+    run(compose_cfg([*RESNET_RUN, "method.alternate=step"]), tmp_path)
+    assert flags == [False, False, True, True] * 4 * 5  # per step: both tasks' forwards
+
+
+def test_the_policy_phase_keeps_its_best_epoch_after_the_curriculum(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation falls epoch by epoch: the best kept epoch is the first eligible one (5 = L·speed
+    + 1), not epoch 1, and its logits are restored (not the last epoch's). Patience counts from
+    the first eligible epoch: trainer.patience=1 does not end the curriculum early."""
+    scores = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    monkeypatch.setattr(loop, "mean_primary", lambda metrics, tasks: next(scores))
+    kept: dict[str, tuple[int, torch.Tensor]] = {}
+    original = context.fit
+
+    def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        state = original(model, *args, **kwargs)
+        if kwargs["phase"].name == "policy":
+            kept["policy"] = (state.best_epoch, state.best_model["logits"].clone())
+            kept["last"] = (state.epoch, model.logits.detach().clone())
+        return state
+
+    monkeypatch.setattr(context, "fit", spy)
+    overrides = [*RESNET_RUN, "method.policy_epochs=6", "method.n_samples=0", "trainer.patience=1"]
+    metrics = run(compose_cfg(overrides), tmp_path)
+    assert [e for p, e in phases(tmp_path) if p == "policy"] == [1, 2, 3, 4, 5, 6]
+    best_epoch, best_logits = kept["policy"]
+    assert best_epoch == 5  # epochs 1-4 scored higher but opened the blocks one by one
+    assert kept["last"][0] == 6 and not torch.equal(best_logits, kept["last"][1])
+    alpha = torch.softmax(best_logits, dim=-1)[..., 0]
+    chosen = metrics["search"]["select_prob"]["mnist"]["layer1_0"]
+    assert chosen == pytest.approx(float(alpha[0, 0]), abs=1e-6)
+
+
+def test_retrain_samples_retrains_each_drawn_policy_and_keeps_the_best(
+    compose_cfg, tmp_path: Path
+) -> None:
+    metrics = run(compose_cfg([*RESNET_RUN, "method.retrain_samples=2"]), tmp_path)
+    names = [s["name"] for s in metrics["search"]["samples"]]
+    assert names == ["sample1", "sample2"]
+    best = max(metrics["search"]["samples"], key=lambda s: s["score"])
+    assert metrics["search"]["chosen"] == best["name"]
+    rows = phases(tmp_path)
+    assert ("retrain/sample1", 1) in rows and ("retrain/sample2", 1) in rows
+    assert rows[-1] == ("train", 1)
+
+
+@pytest.mark.parametrize("into_epoch", [6, 9], ids=["weight_pass", "policy_pass"])
+def test_a_search_stopped_in_the_policy_phase_resumes_to_the_same_result(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, into_epoch: int
 ) -> None:
     """SIGTERM inside policy epoch 2; trainer.resume=true ends as the uninterrupted run."""
     calls: dict = {"n": 0, "at": None}
@@ -289,12 +552,12 @@ def test_a_search_stopped_in_the_policy_phase_resumes_to_the_same_result(
         return original(logits, target)
 
     monkeypatch.setattr(loop, "task_loss", counting_loss)
-    overrides = [*RESNET_RUN, "method.policy_epochs=2"]
+    overrides = RESNET_RUN
     straight = run(compose_cfg(overrides), tmp_path / "straight")
-    assert calls["n"] == 8 + 2 * 16 + 8  # warm-up, 2 policy epochs, 1 retraining epoch
-    # 64 training images per task, 51 for the weights: 4 steps of 2 task losses per epoch, and
-    # as many policy losses in the policy phase. Warm-up 8, policy epoch 1: 16, then 6 more.
-    calls.update(n=0, at=8 + 16 + 6)
+    # 64 training images per task: warm-up 4 steps × 2 tasks; a policy epoch 4 weight steps on
+    # the weights' 51 and 1 policy step on the held-out 13 (× 2 tasks); retraining like warm-up.
+    assert calls["n"] == 8 + 5 * 10 + 8
+    calls.update(n=0, at=8 + 10 + into_epoch)  # 6: in the weight pass; 9: in the policy pass
     folder = tmp_path / "outputs" / "cut"
     stopped = run(compose_cfg(overrides), folder)
     assert "test" not in stopped
@@ -308,15 +571,21 @@ def test_a_search_stopped_in_the_policy_phase_resumes_to_the_same_result(
     }
 
 
-def test_after_search_is_a_fresh_seeded_network_with_the_policy_fixed() -> None:
+def test_after_search_starts_from_the_search_networks_initial_weights() -> None:
+    """re-train.py restores the initial snapshot (``load_snapshot(init_state)``) and fixes the
+    policy; the searched weights are not kept."""
     method, model = tiny_model()
+    w = "blocks.layer1_0.conv1.weight"
+    initial = model.state_dict()[w].clone()
+    with torch.no_grad():  # stands for the search's training
+        for p in model.parameters():
+            p.add_(1.0)
     policy = all_run(model)
     policy["b"]["layer4_0"] = False
     search = {"policy": policy}
     first, second = method.after_search(model, search), method.after_search(model, search)
     assert first is not model and first.mode == "fixed" and first.policy == policy
-    w = "blocks.layer1_0.conv1.weight"
-    assert not torch.equal(first.state_dict()[w], model.state_dict()[w])  # new random init
-    assert torch.equal(first.state_dict()[w], second.state_dict()[w])  # seeded
+    assert torch.equal(first.state_dict()[w], initial)
+    assert torch.equal(second.state_dict()[w], initial)
     rebuilt = method.rebuild(tiny_model()[1], search)
     assert rebuilt.policy == policy and rebuilt.param_counts() == first.param_counts()

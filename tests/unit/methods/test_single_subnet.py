@@ -67,3 +67,7 @@ def test_single_subnet_run_masks_are_private(compose_cfg, tmp_path: Path) -> Non
     assert metrics["masks"]["union"] == 3 * kept
     assert metrics["params"]["used"] == sum(metrics["params"]["per_task"].values())
     assert metrics["params"]["supernet"] == 3 * tiny_encoder_size()
+    notes = SingleSubnet(rounds=1, final_density=0.5, prune_epochs=1, candidates=1).deviations
+    assert metrics["fidelity"]["method"] == notes
+    assert notes[0].startswith("The subnets are retrained from θ0 side by side")
+    assert not any(n.startswith(("The multi-task phase", "Per-task updates")) for n in notes)

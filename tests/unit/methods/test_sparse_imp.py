@@ -1,5 +1,5 @@
-"""sparse_imp (Sun et al. 2020): geometric pruning schedule, weight-matrix masks, rewinding to θ0,
-round selection, and multi-task training with one update per task in random order."""
+"""sparse_imp (Sun et al. 2020): their pruning rule and schedule, weight-matrix masks, rewinding to
+θ0, round selection, multi-task training with one update per task in random order, deviations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from mtlrun.errors import ConfigError
 from mtlrun.methods.single_subnet import SingleSubnet
 from mtlrun.methods.sparse_imp import SparseIMP
-from mtlrun.model.masks import magnitude_prune
+from mtlrun.model.masks import prune_fraction
 from mtlrun.run import run
 from mtlrun.training import loop
 from tests.unit.methods._sparse import (
@@ -55,6 +55,71 @@ def test_geometric_schedule_of_sun_et_al() -> None:
     )
 
 
+def test_defaults_are_the_authors_round_10_of_20() -> None:
+    imp = SparseIMP()
+    assert imp.rate == pytest.approx(0.1087491, abs=1e-7)  # 1 - 0.1^(1/20), their one_rate
+    assert imp.keep_ratio == pytest.approx(0.3162278, abs=1e-7)
+    assert imp.nearest_round() == 10  # prepare-masks.sh: MASK_LIST 10 10 10
+    assert (imp.select, imp.prune_epochs, imp.warmup_epochs) == ("nearest", None, 0)
+    assert SparseIMP(keep_ratio=0.5).nearest_round() == 6  # seed 000's ≈50 % (811k summed)
+
+
+def test_kept_counts_compound_the_roundings_of_each_round() -> None:
+    imp = SparseIMP()
+    # Each round drops round(0.10875 · kept): 10 → 9 → 8 → 7 → 6 → 5 → 4, then round(0.435) = 0.
+    assert imp.kept_counts(10)[:9] == [10, 9, 8, 7, 6, 5, 4, 4, 4]
+    # The nominal schedule would keep round(10 · 0.1^(r/20)) = 10, 9, 8, 7, 6, 6, 5, 4, 4.
+    assert [round(10 * imp.density(r)) for r in range(9)] == [10, 9, 8, 7, 6, 6, 5, 4, 4]
+    assert imp.kept_counts(1000)[10] == 316
+
+
+def test_prune_fraction_global_by_hand() -> None:
+    w = {"a": torch.tensor([[0.5, -0.1], [0.2, 0.05]]), "b": torch.tensor([[0.2, -0.4, 0.7]])}
+    mask = {"a": torch.ones(2, 2), "b": torch.tensor([[1.0, 1.0, 0.0]])}  # |0.7| already pruned
+    # Kept |θ| sorted: 0.05 0.1 0.2 0.2 0.4 0.5; index round(0.4 · 6) = 2 → cutoff 0.2; entries
+    # strictly below it go, both 0.2 stay.
+    out = prune_fraction(w, mask, 0.4)
+    assert out["a"].tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    assert out["b"].tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_prune_fraction_per_layer_by_hand() -> None:
+    w = {"a": torch.tensor([[0.5, -0.1], [0.2, 0.05]]), "b": torch.tensor([[0.2, -0.4, 0.7]])}
+    mask = {"a": torch.ones(2, 2), "b": torch.tensor([[1.0, 1.0, 0.0]])}
+    out = prune_fraction(w, mask, 0.4, per_layer=True)
+    # a: sorted 0.05 0.1 0.2 0.5, index round(1.6) = 2 → cutoff 0.2, "<=" drops 0.05, 0.1, 0.2.
+    assert out["a"].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    # b: kept 0.2 0.4, index round(0.8) = 1 → cutoff 0.4, "<=" drops both.
+    assert out["b"].tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_repeated_pruning_keeps_the_scheduled_counts() -> None:
+    imp = SparseIMP(rounds=5, final_density=0.2)
+    g = torch.Generator().manual_seed(0)
+    mask = {"a": torch.ones(7, 9), "b": torch.ones(13)}
+    counts = [76]
+    for _ in range(5):
+        w = {k: torch.randn(m.shape, generator=g) for k, m in mask.items()}  # retrained
+        new = prune_fraction(w, mask, imp.rate)
+        assert all(bool((new[k] <= mask[k]).all()) for k in mask)  # pruned never return
+        mask = new
+        counts.append(int(sum(m.sum() for m in mask.values())))
+    assert counts == imp.kept_counts(76) == [76, 55, 40, 29, 21, 15]
+
+
+def test_deviations_name_the_options_that_depart() -> None:
+    # Always: best-valid checkpoint, task order, trainer settings, gradients of pruned weights.
+    assert len(SparseIMP().deviations) == 4
+    notes = " ".join(
+        SparseIMP(
+            select="valid", per_layer=True, warmup_epochs=10, prune_epochs=5, rounds=10
+        ).deviations
+    )
+    for part in ("10 rounds", "best-validation round", "Per-layer", "prune_epochs=5", "Warm-up"):
+        assert part in notes, part
+    assert "keeps pruning round 6" in " ".join(SparseIMP(keep_ratio=0.5).deviations)
+
+
 def first_stop(imp: SparseIMP) -> int:
     tried = []
     for r in range(imp.rounds + 1):
@@ -77,8 +142,9 @@ def test_search_stops_once_the_nearest_candidates_are_tried() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"per_layer": True}, "per_layer"),
         ({"rounds": 0}, "method.rounds"),
+        ({"select": "best"}, "method.select"),
+        ({"warmup_epochs": -1}, "method.warmup_epochs"),
         ({"prune_epochs": 0}, "method.prune_epochs"),
         ({"candidates": 0}, "method.candidates"),
         ({"final_density": 0.0}, "method.final_density"),
@@ -86,7 +152,7 @@ def test_search_stops_once_the_nearest_candidates_are_tried() -> None:
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs: dict, key: str) -> None:
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match=f"`{key}`"):
         SparseIMP(**kwargs)
 
 
@@ -153,7 +219,7 @@ def test_updates_joint_and_inactive_tasks() -> None:
 def test_search_rewinds_to_theta0_and_prunes_nested_masks(tmp_path: Path) -> None:
     data = tiny_data(("pos", "ner"))
     torch.manual_seed(0)
-    method = SparseIMP(keep_ratio=0.5, rounds=2, final_density=0.5, prune_epochs=1)
+    method = SparseIMP(keep_ratio=0.5, rounds=2, final_density=0.5, prune_epochs=1, select="valid")
     model = method.build(tiny_backbone(data), data.tasks)
     ctx = make_ctx(model, data, tmp_path)
     theta0 = copy.deepcopy(model.state_dict())
@@ -198,12 +264,12 @@ def test_search_rewinds_to_theta0_and_prunes_nested_masks(tmp_path: Path) -> Non
         for r, s in enumerate(rounds):
             m = s["masks"][t]
             assert list(m) == WEIGHT_KEYS
-            assert sum(int(v.sum()) for v in m.values()) == round(method.density(r) * n), (t, r)
+            assert sum(int(v.sum()) for v in m.values()) == method.kept_counts(n)[r], (t, r)
             if prev is not None:
                 assert all(bool((m[k] <= prev[k]).all()) for k in m), (t, r)  # pruned never return
                 # Pruned by the magnitude of the previous round's trained weights.
-                expected = magnitude_prune(
-                    {k: rounds[r - 1]["end"][k] for k in m}, prev, method.density(r)
+                expected = prune_fraction(
+                    {k: rounds[r - 1]["end"][k] for k in m}, prev, method.rate
                 )
                 assert all(torch.equal(m[k], expected[k]) for k in m), (t, r)
             prev = m
@@ -222,6 +288,30 @@ def test_search_rewinds_to_theta0_and_prunes_nested_masks(tmp_path: Path) -> Non
             sum(int(v.sum()) for v in model.fixed_masks()[t].values()) == result["masks"]["kept"][t]
         )
     assert result["search_s"] > 0
+
+
+def test_nearest_search_keeps_that_round_without_training_it(tmp_path: Path) -> None:
+    data = tiny_data(("pos",))
+    torch.manual_seed(0)
+    # Densities 1, 0.707, 0.5: keep_ratio 0.45 is nearest round 2; rounds 0 and 1 are trained.
+    method = SparseIMP(keep_ratio=0.45, rounds=2, final_density=0.5)
+    model = method.build(tiny_backbone(data), data.tasks)
+    ctx = make_ctx(model, data, tmp_path)  # trainer.max_epochs = 1
+    fit, calls = ctx.fit, []
+
+    def spy(name: str, epochs: int, tasks=None, **kw) -> float:  # noqa: ANN001
+        calls.append((name, epochs))
+        return fit(name, epochs, tasks=tasks, **kw)
+
+    ctx.fit = spy  # type: ignore[method-assign]
+    result = method.search(ctx)
+    assert calls == [("imp/pos/round0", 1), ("imp/pos/round1", 1)]  # prune_epochs null: 1
+    n = tiny_weight_matrix_size()
+    rows = result["masks"]["rounds"]["pos"]
+    assert [(r["round"], r["chosen"]) for r in rows] == [(0, False), (1, False), (2, True)]
+    assert rows[2]["valid_score"] is None and rows[0]["valid_score"] is not None
+    assert result["masks"]["kept"]["pos"] == method.kept_counts(n)[2] == 456  # 912 → 645 → 456
+    assert [r["density"] for r in rows] == pytest.approx([c / n for c in method.kept_counts(n)])
 
 
 # --------------------------------------------------------------------------- whole run
@@ -250,30 +340,27 @@ def test_imp_run_masks_rounds_and_per_task_main_phase(
     )
     metrics = run(cfg, tmp_path)
     tasks = ["pos", "chunk", "ner"]
-    imp = SparseIMP(rounds=3, final_density=0.3)
+    imp = SparseIMP(rounds=3, final_density=0.3, prune_epochs=1)
     n_w = tiny_weight_matrix_size()
     biases = tiny_encoder_size() - n_w
-    exact = {round(imp.density(r) * n_w) for r in range(4)}
+    counts = imp.kept_counts(n_w)
     rounds = metrics["masks"]["rounds"]
     assert set(rounds) == set(tasks)
     for t in tasks:
         kept = metrics["masks"]["kept"][t]
-        assert kept in exact, t
+        # Densities 1, 0.669, 0.448, 0.3: the default keep_ratio 0.316 is nearest round 3.
+        assert kept == counts[3], t
         assert metrics["masks"]["density"][t] == pytest.approx(kept / n_w)
-        # Densities 1, 0.669, 0.448, 0.3: the three nearest keep_ratio 0.5 are rounds 2, 1, 3.
         assert [row["round"] for row in rounds[t]] == [0, 1, 2, 3]
-        assert [row["density"] for row in rounds[t]] == pytest.approx(
-            [imp.density(r) for r in range(4)]
-        )
-        chosen = [row for row in rounds[t] if row["chosen"]]
-        assert len(chosen) == 1
-        assert kept == round(chosen[0]["density"] * n_w)
+        assert [row["chosen"] for row in rounds[t]] == [False, False, False, True]
+        assert [row["density"] for row in rounds[t]] == pytest.approx([c / n_w for c in counts])
         assert metrics["params"]["per_task"][t] == kept + biases
     assert metrics["params"]["used"] == metrics["masks"]["union"] + biases
     assert metrics["time"]["search_s"] > 0
+    assert metrics["fidelity"]["method"] == imp.deviations
     with (tmp_path / "history.csv").open() as f:
         phases = [row["phase"] for row in csv.DictReader(f)]
-    assert phases == [f"imp/{t}/round{r}" for t in tasks for r in range(4)] + ["train"]
+    assert phases == [f"imp/{t}/round{r}" for t in tasks for r in range(3)] + ["train"]
     # Search rounds train one task jointly; the main phase makes one single-task update per task.
     main = [out for per_task, out in calls if per_task]
     assert main, "the main phase never asked for per-task updates"

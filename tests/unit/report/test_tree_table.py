@@ -30,7 +30,12 @@ def _metrics(seed: int, acc: float, random_seed: int | None, affinity: float) ->
         "loss": {"test": {t: 0.1 for t in TASKS}},
         "params": {"used": 1000, "per_task": {t: 800 for t in TASKS}},
         "epochs": {"trained": 3, "best": 3},
-        "data": {"name": "mnist3", "tasks": TASKS, "deviations": []},
+        "data": {
+            "name": "mnist3",
+            "tasks": TASKS,
+            "deviations": [],
+            "sizes": {"test": {t: 1000 for t in TASKS}},
+        },  # fmt: skip
         "config": {
             "method": "tree_search",
             "data": "mnist3",
@@ -73,14 +78,25 @@ def test_table1_pools_seeds_per_tree_kind_beside_the_thesis(tmp_path: Path) -> N
     assert rows["searched"]["kmnist acc (thesis)"] == "0.9119"
     assert rows["random 2"]["mnist acc (thesis)"] == "0.9910"
     assert rows["searched"]["Splits"] == "conv2: mnist,kmnist | fashion"
+    # the authors' eval_epoch: 0.1 per image × ceil(1000/256) = 4 batches / 1000 images
+    assert rows["searched"]["kmnist loss, thesis scale (thesis)"] == "0.00040 ± 0.00000 (0.00130)"
 
 
 def test_affinity_is_averaged_over_searched_runs_only(tmp_path: Path) -> None:
     _write(tmp_path)
     table = affinity_table(collect(tmp_path))
     rows = {row[0]: row for row in table.rows}
-    assert rows["kmnist–mnist"] == ["kmnist–mnist", "2", "0.0050 ± 0.0014", "0.0050"]
-    assert rows["fashion–mnist"][2:] == ["0.0300 ± 0.0000", "0.0243"]
+    assert rows["kmnist–mnist"] == ["kmnist–mnist", "2", "0.0050 ± 0.0014", "0.0050", "1.00"]
+    assert rows["fashion–mnist"][2:] == ["0.0300 ± 0.0000", "0.0243", "1.23"]
+
+
+def test_affinity_of_a_mean_importance_run_is_doubled_to_the_authors_scale(tmp_path: Path) -> None:
+    metrics = _metrics(0, 0.9, None, 0.004)
+    metrics["config"]["method_args"]["importance"] = "mean"
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "metrics.json").write_text(json.dumps(metrics))
+    rows = {row[0]: row for row in affinity_table(collect(tmp_path)).rows}
+    assert rows["kmnist–mnist"][2] == "0.0080"
 
 
 def test_report_table1_prints_both_tables(tmp_path: Path, capsys) -> None:
