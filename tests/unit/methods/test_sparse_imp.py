@@ -368,3 +368,19 @@ def test_imp_run_masks_rounds_and_per_task_main_phase(
         assert sorted(next(iter(u[0][1])) for u in out) == sorted(tasks)
         assert all(len(u) == 1 and len(u[0][1]) == 1 for u in out)
     assert all(len(out) == 1 and len(out[0][0][1]) == 1 for per_task, out in calls if not per_task)
+
+
+def test_epoch_plan_states_the_pruning_epochs_of_a_null_prune_epochs() -> None:
+    """``prune_epochs=null`` trains each IMP round for trainer.max_epochs (their run_conll03.sh)."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mtlrun.run import epoch_plan
+
+    method = SimpleNamespace(main_epochs=lambda n: n)
+    cfg = OmegaConf.create({"method": {"prune_epochs": None, "warmup_epochs": 0}})
+    assert epoch_plan(cfg, method, 7) == {"imp (per round and task)": 7, "train": 7}
+    cfg.method.prune_epochs = 5
+    assert epoch_plan(cfg, method, 7) == {"imp (per round and task)": 5, "train": 7}
+    assert epoch_plan(OmegaConf.create({"method": {}}), method, 7) == {"train": 7}
