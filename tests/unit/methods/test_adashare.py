@@ -19,15 +19,15 @@ from mtlrun.backbones.resnet import ResidualBlock, ResNet
 from mtlrun.config.validate import validate
 from mtlrun.data.base import InputSpec, Task
 from mtlrun.errors import ConfigError
-from mtlrun.methods.adashare import (
-    AdaShare,
+from mtlrun.methods.adashare import AdaShare
+from mtlrun.methods.adashare_artefacts import write_policy
+from mtlrun.methods.adashare_losses import (
     curriculum,
     sharing_loss,
     sharing_loss_paper,
     sparsity_loss,
     sparsity_loss_paper,
     temperature,
-    write_policy,
 )
 from mtlrun.methods.base import PolicyStep
 from mtlrun.model.policy import PolicyModel
