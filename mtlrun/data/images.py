@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -42,6 +42,11 @@ CLASS_NAMES = {
     ),
     "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
 }
+
+
+def _degrees(value: object) -> bool:
+    """A number of degrees >= 0 (``data.random_affine`` values)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def random_affine(images: Tensor, degrees: float, generator_seed: int) -> Tensor:
@@ -185,7 +190,7 @@ def mnist3_data(
     limit_eval: int | None = None,
     name: str = "mnist3",
     modality: str = "image",
-    random_affine: dict[str, float] | None = None,
+    random_affine: Mapping[str, float] | None = None,
 ) -> ImageTasksData:
     """MNIST + Fashion-MNIST + KMNIST (METHODS §2) from torchvision's raw layout under ``root``.
 
@@ -193,11 +198,16 @@ def mnist3_data(
     ``random_affine``: task -> degrees of a RandomAffine(degrees, shear=degrees) on its training
     batches (the authors' configs/trinist: mnist 10, fashion 10, kmnist 20); empty: none.
     """
-    bad = {t: v for t, v in (random_affine or {}).items() if t not in tasks or float(v) < 0}
+    mapping = isinstance(random_affine, Mapping | None)
+    bad = (
+        {t: v for t, v in (random_affine or {}).items() if t not in tasks or not _degrees(v)}
+        if mapping
+        else True
+    )
     if bad:
         raise ConfigError(
             f"`data.random_affine` should map tasks of `data.tasks` to degrees >= 0. "
-            f"Found `data.random_affine = {dict(random_affine or {})}`."
+            f"Found `data.random_affine = {dict(random_affine or {}) if mapping else random_affine}`."
         )
     unknown = [t for t in tasks if t not in MNIST3_TASKS]
     if unknown or not tasks:
@@ -210,4 +220,4 @@ def mnist3_data(
     splits = {
         t: load_image_task(Path(root), t, valid_size, missing_train, split_seed) for t in tasks
     }
-    return ImageTasksData(name, splits, limit_train, limit_eval, random_affine)
+    return ImageTasksData(name, splits, limit_train, limit_eval, dict(random_affine or {}))

@@ -63,3 +63,17 @@ def test_bad_random_affine_names_the_key(tmp_path: Path) -> None:
                        r"`data.tasks` to degrees >= 0. Found `data.random_affine = "
                        r"\{'kmnist': 20\}`"):  # fmt: skip
         _data(tmp_path, random_affine={"kmnist": 20})
+
+
+def test_random_affine_is_set_from_the_command_line(compose_cfg) -> None:
+    """Off by default; a command-line dict composes (a null default would not merge)."""
+    base = ["data=mnist3", "data.missing_train=split_test"]
+    assert compose_cfg(base).data.random_affine is None
+    cfg = compose_cfg([*base, "data.random_affine={mnist:5,kmnist:20}"])
+    assert dict(cfg.data.random_affine) == {"mnist": 5.0, "kmnist": 20.0}
+
+
+@pytest.mark.parametrize("value", [5, "ten", {"mnist": "ten"}, {"mnist": -1}])
+def test_a_random_affine_that_is_not_task_degrees_names_the_key(tmp_path: Path, value) -> None:
+    with pytest.raises(ConfigError, match=r"`data.random_affine` should map tasks of `data.tasks`"):
+        _data(tmp_path, random_affine=value)
