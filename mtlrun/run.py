@@ -41,6 +41,7 @@ from mtlrun.training.outputs import (
     write_predictions,
 )
 from mtlrun.training.run_dir import RunFolder, no_space, storage_error
+from mtlrun.training.search_cache import SearchCache, cache_root, key_material
 from mtlrun.training.tblog import TensorBoardLog
 
 log = logging.getLogger("mtlrun")
@@ -448,8 +449,18 @@ def _train(
         return build(cfg.optim)(params)
 
     search_source = resume.run_dir if resume is not None and resume.last is None else None
+    cache = _search_cache(cfg, method, config, data, device, run_dir)
     ctx = RunContext(
-        model, data, tasks, balancer, settings, device, run_dir, make_optimizer, search_source
+        model,
+        data,
+        tasks,
+        balancer,
+        settings,
+        device,
+        run_dir,
+        make_optimizer,
+        search_source,
+        cache,
     )
     ctx.on_history = tensorboard.rows if tensorboard is not None else None
     epochs = method.main_epochs(settings.max_epochs)
@@ -476,7 +487,8 @@ def _train(
         if search_source is not None:
             log.info("resuming the search of %s", search_source)
         try:
-            search = method.search(ctx)  # warm-up / search phases, each a block of history.csv
+            with cache.locked() if cache is not None else contextlib.nullcontext():
+                search = method.search(ctx)  # warm-up / search phases, blocks of history.csv
         except SearchStopped as e:
             return _write_stopped(cfg, run_dir, config, command, overrides, ctx, e.halt, resume)
         except StorageError as e:
@@ -487,6 +499,14 @@ def _train(
                 raise
             halt = {"storage": str(storage_error(e, run_dir))}
             return _write_stopped(cfg, run_dir, config, command, overrides, ctx, halt, resume)
+        reused = cache.summary() if cache is not None else None
+        if search is not None and reused is not None:
+            search["reused_from"] = reused
+            log.info(
+                "search: %d phase(s) loaded from the search cache (%s)",
+                len(reused["phases"]),
+                ", ".join(reused["runs"]),
+            )
         if search is not None:
             model = method.after_search(model, search).to(device)
             ctx.model = model
@@ -582,6 +602,23 @@ def _train(
     _write_artefacts(cfg, run_dir, data, tasks, test, state)
     log.info("outputs in %s", run_dir)
     return metrics
+
+
+def _search_cache(
+    cfg: DictConfig,
+    method: Any,
+    config: dict[str, Any],
+    data: Any,
+    device: torch.device,
+    run_dir: Path,
+) -> SearchCache | None:
+    """The run's entry of ``trainer.search_cache`` when its method's search can be shared."""
+    free = method.search_free_keys()
+    root = cache_root(cfg.trainer.get("search_cache"))
+    if free is None or root is None:
+        return None
+    data_key = {"name": data.name, "sizes": data.sizes(), "deviations": data.deviations}
+    return SearchCache(root, key_material(config, free, device.type, data_key), run_dir)
 
 
 def _stop_entries(halt: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:

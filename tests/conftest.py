@@ -27,6 +27,15 @@ TOY_SMALL = ["data.n_train=40", "data.n_valid=12", "data.n_test=12"]
 REAL_DATA = os.environ.get("MTLRUN_DATA")
 
 
+@pytest.fixture(autouse=True)
+def own_search_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test gets its own trainer.search_cache (MTLRUN_SEARCH_CACHE, inherited by the
+    CLI subprocesses it starts): no test reuses another's search, none writes under outputs/."""
+    root = tmp_path / "search_cache"
+    monkeypatch.setenv("MTLRUN_SEARCH_CACHE", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A MTLRUN_DATA-style folder: conll2003/ and MNIST/, FashionMNIST/, KMNIST/ raw idx files.

@@ -181,6 +181,10 @@ class SparseSTEConf(SparseMethodConf):
     pi_init: str = "uniform"  # uniform: U(0,1) | constant: pi_init_value
     pi_init_value: float = 0.5
     finetune_epochs: int = 0  # fine-tune θ with the fixed masks (0: evaluate the searched θ)
+    # last: Algorithm 1 (θ and π after all search epochs; the search never looks at keep_ratio,
+    # so a keep-ratio sweep searches once) | best: the search epoch with the best validation
+    # score at method.keep_ratio (early stopping by trainer.patience)
+    search_select: str = "last"
 
 
 @dataclass
@@ -394,6 +398,9 @@ class TrainerConf:
     plots: bool = True
     threads: int | None = None  # torch CPU threads; null: the job's share of the box (sweeps)
     tensorboard: bool = False  # event files under <run>/tensorboard/ (needs mtlrun[tensorboard])
+    # Finished search phases shared by runs whose searches read the same inputs (a keep-ratio
+    # sweep searches once); relative to the launch directory; null: never shared.
+    search_cache: str | None = "${oc.env:MTLRUN_SEARCH_CACHE,outputs/search_cache}"
 
 
 # ------------------------------------------------------------------------- top

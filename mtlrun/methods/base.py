@@ -32,7 +32,10 @@ class SharingMethod(Protocol):
     * ``standalone``: an experiment that trains no multi-task network (returns its metrics), or
       None to train as usual;
     * ``deviations``: every way the method, with its options, departs from its authors' code
-      (metrics.json ``fidelity.method``; README *Fidelity*).
+      (metrics.json ``fidelity.method``; README *Fidelity*);
+    * ``search_free_keys``: the config keys (dotted) its search phases never read, so that runs
+      differing only in them reuse one search from ``trainer.search_cache``; None (the
+      default): the method's search is never shared.
     """
 
     name: str
@@ -53,6 +56,9 @@ class SharingMethod(Protocol):
 
     def main_epochs(self, trainer_epochs: int) -> int:
         return trainer_epochs
+
+    def search_free_keys(self) -> tuple[str, ...] | None:
+        return None
 
     def standalone(self, run_dir: Path) -> dict[str, Any] | None:
         return None
@@ -92,6 +98,7 @@ class SearchContext(Protocol):
     trains on a subset of the training set (validation always uses the whole valid split);
     ``restore_best=False`` keeps the phase's last weights instead of its best epoch's;
     ``select_from`` is the first epoch (1-based) that may count as the best one;
+    ``early_stop=False`` runs every epoch whatever ``trainer.patience`` says;
     ``make_optimizer`` replaces the run's θ optimiser for this phase.
     ``evaluate`` scores a split; ``make_optimizer`` builds the run's θ optimiser; ``data`` is
     the run's data set; ``seed`` the run's seed.
@@ -121,6 +128,7 @@ class SearchContext(Protocol):
         select_from: int = 1,
         make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
         | None = None,
+        early_stop: bool = True,
     ) -> float: ...
 
     def evaluate(

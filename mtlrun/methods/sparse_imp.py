@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -112,6 +115,19 @@ class SparseIMP(SharingMethod):
     def main_epochs(self, trainer_epochs: int) -> int:
         return trainer_epochs
 
+    def search_free_keys(self) -> tuple[str, ...]:
+        """Keys the pruning never reads: which round is kept (the keep ratio and the way it is
+        chosen) acts after the rounds, and a shallower search's rounds are the first rounds of a
+        deeper one, so runs that differ only in these share their rounds
+        (``trainer.search_cache``); ``trainer.max_epochs`` too when ``prune_epochs`` is set."""
+        free = (
+            "method.keep_ratio",
+            "method.select",
+            "method.candidates",
+            "method.stop_after_target",
+        )
+        return (*free, "trainer.max_epochs") if self.prune_epochs is not None else free
+
     def search(self, ctx: SearchContext) -> dict[str, Any]:
         model = ctx.model
         if not isinstance(model, MaskedModel):
@@ -145,7 +161,13 @@ class SparseIMP(SharingMethod):
         theta0: dict[str, Tensor],
         epochs: int,
     ) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-        """IMP for one task: train (best validation epoch), prune, rewind; pick the mask."""
+        """IMP for one task: train (best validation epoch), prune, rewind; pick the mask.
+
+        Each task's rounds start from their own seed (the run's seed and the task's name), as
+        the authors' per-task train_single.py processes do, so a task's rounds do not depend on
+        how many rounds the tasks before it ran (a search for another keep ratio shares them).
+        """
+        seed_task(ctx.seed, task.name)
         params = dict(model.blocks.named_parameters())
         own = set(model.paths[task.name])  # shared supernet: every key; private copies: its own
         keys = [k for k in model.maskable if k.split(".", 1)[0] in own]
@@ -264,6 +286,14 @@ class SparseIMP(SharingMethod):
                 "picked on test scores)."
             )
         return out
+
+
+def seed_task(seed: int, task: str) -> None:
+    """Seed Python, NumPy and torch from the run's seed and a task's name."""
+    derived = (seed * 1_000_003 + zlib.crc32(task.encode())) % 2**31
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)
 
 
 def _kept(mask: dict[str, Tensor]) -> int:

@@ -29,6 +29,8 @@ from mtlrun.model.masks import topk_mask
 
 log = logging.getLogger(__name__)
 
+SEARCH_SELECT = ("last", "best")
+
 
 class BernoulliMasks(nn.Module):
     """π_τ ∈ [0, 1]^{|θ|} for every task τ and maskable parameter; samples straight-through masks.
@@ -101,12 +103,18 @@ class SparseSTE(SharingMethod):
         pi_init: str = "uniform",
         pi_init_value: float = 0.5,
         finetune_epochs: int = 0,
+        search_select: str = "last",
         name: str = "sparse_ste",
     ) -> None:
         check_ratio("method.keep_ratio", keep_ratio)
         if pi_init not in ("uniform", "constant"):
             raise ConfigError(
                 f"`method.pi_init` should be one of uniform, constant. Found `method.pi_init = {pi_init}`."
+            )
+        if search_select not in SEARCH_SELECT:
+            raise ConfigError(
+                f"`method.search_select` should be one of {', '.join(SEARCH_SELECT)}. "
+                f"Found `method.search_select = {search_select}`."
             )
         if search_epochs < 1:
             raise ConfigError(
@@ -124,6 +132,23 @@ class SparseSTE(SharingMethod):
             pi_init_value,
             finetune_epochs,
         )
+        self.search_select = search_select
+        if search_select == "best":
+            self.deviations = (
+                "The search keeps the epoch with the best validation score of the masks "
+                "discretised at method.keep_ratio and stops early by trainer.patience "
+                "(method.search_select=best); Algorithm 1 returns θ and π after all N iterations.",
+            )
+
+    def search_free_keys(self) -> tuple[str, ...]:
+        """Config keys the search (warm-up and mask search) never reads, so runs that differ only
+        in them share one search (``trainer.search_cache``). With ``search_select=last`` the
+        keep ratio and the discretisation rule act only after the search; with ``best`` the
+        search picks its epoch by validation at the keep ratio, so they stay in its key."""
+        free: tuple[str, ...] = ("method.finetune_epochs", "trainer.max_epochs")
+        if self.search_select == "last":
+            free += ("method.keep_ratio", "method.per_layer")
+        return free
 
     def build(self, backbone: Backbone, tasks: Sequence[Task]) -> MaskedModel:
         return masked_supernet(
@@ -146,8 +171,14 @@ class SparseSTE(SharingMethod):
             sampler.parameters(), lr=self.pi_lr, weight_decay=self.pi_weight_decay
         )
         start = time.perf_counter()
+        last = self.search_select == "last"
         ctx.fit(
-            "search", self.search_epochs, extra_optimizers=[pi_optimizer], after_step=sampler.clamp_
+            "search",
+            self.search_epochs,
+            extra_optimizers=[pi_optimizer],
+            after_step=sampler.clamp_,
+            restore_best=not last,  # Algorithm 1: θ and π after the N-th iteration
+            early_stop=not last,
         )
         search_s = time.perf_counter() - start
         masks = {t.name: self.discretise(sampler, t.name) for t in ctx.tasks}

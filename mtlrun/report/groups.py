@@ -21,6 +21,7 @@ _RUN_ONLY_KEYS = {
     "trainer.save_predictions",
     "trainer.resume",
     "trainer.resume_dir",
+    "trainer.search_cache",
 }
 
 

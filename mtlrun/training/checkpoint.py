@@ -79,6 +79,7 @@ RESUME_FREE = (
     "trainer.save_predictions",
     "trainer.threads",
     "trainer.tensorboard",
+    "trainer.search_cache",
 )
 
 

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mtlrun.training.evaluate import evaluate
 from mtlrun.training.interrupt import STOP
 from mtlrun.training.loop import FitState, Phase, TrainSettings, fit, restore
 from mtlrun.training.outputs import write_history
+from mtlrun.training.search_cache import SearchCache
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class RunContext:
     keeps ``checkpoints/search/last.pt`` at its last whole epoch. A run resumed from such a folder
     (``resume_from``) replays the method's search: finished phases are loaded instead of trained,
     the cut one continues from its last epoch, so the search ends as an uninterrupted one would.
+    With a ``cache`` (:mod:`mtlrun.training.search_cache`), a phase another run with the same
+    search inputs finished is loaded from it the same way, and each phase this run trains is
+    added to it.
     """
 
     def __init__(
@@ -59,12 +64,14 @@ class RunContext:
         run_dir: Path,
         make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
         resume_from: Path | None = None,
+        cache: SearchCache | None = None,
     ) -> None:
         self.model, self.data, self.tasks, self.balancer = model, data, list(tasks), balancer
         self.settings, self.device, self.run_dir = settings, device, run_dir
         self.make_optimizer = make_optimizer
         self.history: list[dict[str, Any]] = []
         self.resume_from = resume_from
+        self.cache = cache  # finished phases shared with other runs (trainer.search_cache)
         self._index = 0
         # Called with the whole history after every epoch (e.g. TensorBoard's live curves).
         self.on_history: Callable[[list[dict[str, Any]]], None] | None = None
@@ -95,6 +102,7 @@ class RunContext:
         select_from: int = 1,
         make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
         | None = None,
+        early_stop: bool = True,
     ) -> float:
         phase = Phase(
             name=name,
@@ -108,12 +116,12 @@ class RunContext:
         )
         factory = make_optimizer or self.make_optimizer
         if model is None:
-            return self._fit(phase, epochs, update, None, restore_best, factory)
+            return self._fit(phase, epochs, update, None, restore_best, factory, early_stop)
         # Another model (a peel): the run's balancer must come out as it went in (a hybrid
         # must not switch, GradNorm's weights must not move on one peel's losses).
         saved = copy.deepcopy(self.balancer.state_dict())
         try:
-            return self._fit(phase, epochs, update, model, restore_best, factory)
+            return self._fit(phase, epochs, update, model, restore_best, factory, early_stop)
         finally:
             self.balancer.load_state_dict(saved)
 
@@ -125,6 +133,7 @@ class RunContext:
         model: MultiTaskModel | None,
         restore_best: bool,
         make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+        early_stop: bool = True,
     ) -> float:
         name, extra_optimizers = phase.name, phase.extra_optimizers
         index = self._index
@@ -132,10 +141,19 @@ class RunContext:
         target = model if model is not None else self.model
         optimizer = make_optimizer(target.weight_parameters())
         done = self._finished_phase(index, name)
+        if done is None and self.cache is not None:
+            done = self.cache.load(name)
+            if done is not None:  # this run's own copy, so that a resume of it finds the phase
+                self._save_phase(index, name, done)
         if done is not None:
             return self._replay(done, target, optimizer, extra_optimizers, index)
+        started = time.perf_counter()
         settings = dataclasses.replace(
-            self.settings, max_epochs=epochs, update=update, max_minutes=None
+            self.settings,
+            max_epochs=epochs,
+            update=update,
+            max_minutes=None,
+            patience=self.settings.patience if early_stop else None,
         )
         state = self._cut_phase(index, name, target, optimizer, extra_optimizers)
         state = fit(
@@ -168,11 +186,16 @@ class RunContext:
             "balancer": self.balancer.state_dict(),
             "rng": checkpoint.rng_state(),
         }
+        self._save_phase(index, name, payload)
+        if self.cache is not None:
+            self.cache.store(name, payload, time.perf_counter() - started)
+        return state.best_score
+
+    def _save_phase(self, index: int, name: str, payload: dict[str, Any]) -> None:
         try:
             checkpoint.save(self.search_dir / f"phase_{index:03d}.pt", payload)
         except StorageError as e:
             raise SearchStopped(name, {"storage": str(e)}) from None
-        return state.best_score
 
     def _finished_phase(self, index: int, name: str) -> dict[str, Any] | None:
         if self.resume_from is None:

@@ -13,6 +13,8 @@ from mtlrun.run import run
 from tests.conftest import TINY_TEXT, TOY_SMALL
 
 BASE = [*TINY_TEXT, *TOY_SMALL, "trainer.progress=false", "trainer.plots=false", "optim.lr=0.5"]
+# Resuming is tested on its own: no run here loads a search another run stored (test_search_cache).
+BASE += ["trainer.search_cache=null"]
 STE = ["method=sparse_ste", "method.warmup_epochs=1", "method.search_epochs=2"]
 STE += ["method.finetune_epochs=1"]
 IMP = ["method=sparse_imp", "method.warmup_epochs=1", "method.rounds=2", "method.prune_epochs=1"]

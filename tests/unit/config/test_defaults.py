@@ -43,6 +43,7 @@ READ_BY_RUN = {
         "plots",
         "threads",
         "tensorboard",
+        "search_cache",
     },
 }
 
