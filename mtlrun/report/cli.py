@@ -15,6 +15,7 @@ from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.collect import Found, Record, scan
 from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
 from mtlrun.report.policy_table import adashare_runs, policy_table
+from mtlrun.report.results import ResultError, keep_run, replace_section, results_section
 from mtlrun.report.solver_iterations import compares_solvers, fig3_table
 from mtlrun.report.stationarity import fig4_table
 from mtlrun.report.table import Table
@@ -94,7 +95,49 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where CSV and PNG files go (default: OUTPUT_DIR)",
     )
+    results = parser.add_argument_group(
+        "results/ (the repository's kept full-protocol runs; README section Results)"
+    )
+    results.add_argument(
+        "--results-section",
+        action="store_true",
+        help="print the README's Results section built from OUTPUT_DIR (a results/ folder): "
+        "our numbers beside the papers', Δ against our Single row, marked gaps, provenance",
+    )
+    results.add_argument(
+        "--write-readme",
+        type=Path,
+        metavar="README",
+        help="with --results-section: replace the section between its markers in README",
+    )
+    results.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DEST",
+        help="copy the finished run OUTPUT_DIR's result files (metrics.json, history.csv, "
+        ".hydra/config.yaml and overrides.yaml, small JSON artefacts) into the new folder DEST",
+    )
     return parser
+
+
+def _results(args: argparse.Namespace) -> int:
+    """``--keep`` and ``--results-section`` (with ``--write-readme``)."""
+    try:
+        if args.keep is not None:
+            for path in keep_run(args.output_dir, args.keep):
+                print(f"mtlrun-report: kept {path}", file=sys.stderr)
+            return 0
+        section = results_section(args.output_dir)
+        if args.write_readme is None:
+            print(section, end="")
+            return 0
+        text = args.write_readme.read_text(encoding="utf-8")
+        args.write_readme.write_text(replace_section(text, section), encoding="utf-8")
+        print(f"mtlrun-report: wrote the Results section of {args.write_readme}", file=sys.stderr)
+        return 0
+    except (ResultError, OSError) as e:
+        print(f"mtlrun-report: {e}", file=sys.stderr)
+        return 1
 
 
 def _show_warnings() -> None:
@@ -168,8 +211,13 @@ def write_report(root: Path, failures: list[dict[str, Any]] | None = None) -> Pa
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mtlrun-report``; returns the exit status (1: nothing to report)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     _show_warnings()
+    if args.write_readme is not None and not args.results_section:
+        parser.error("--write-readme needs --results-section")
+    if args.keep is not None or args.results_section:
+        return _results(args)
     found = scan(args.output_dir)
     records = found.records
     if not records:
