@@ -205,6 +205,8 @@ class SparseIMPConf(SparseMethodConf):
 class SingleSubnetConf(SparseIMPConf):
     _target_: str = "mtlrun.methods.single_subnet.SingleSubnet"
     name: str = "single_subnet"
+    # a finished sparse_imp run (no warm-up, same pruning inputs) whose masks this run takes
+    masks_from: str | None = None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from mtlrun.model.masks import MaskSet, prune_fraction
 log = logging.getLogger(__name__)
 
 SELECT = ("nearest", "valid")
+MAIN_PHASE = "<main phase>"  # seed_task name of the phase after the pruning
 # Their run_conll03.sh: --pruning_iter 20 --final_rate 0.1; prepare-masks.sh: MASK_LIST 10 10 10.
 AUTHORS_ROUNDS, AUTHORS_FINAL, AUTHORS_ROUND_KEPT = 20, 0.1, 10
 
@@ -149,6 +150,7 @@ class SparseIMP(SharingMethod):
         search_s = time.perf_counter() - start
         model.load_state_dict(theta0, strict=False)  # rewind: multi-task training starts from θ0
         model.set_masks(masks)
+        seed_task(ctx.seed, MAIN_PHASE)  # the main phase's draws do not depend on the rounds run
         stats = save_masks(ctx.run_dir, masks, {"rounds": rounds_log})
         log.info("sparse_imp: search %.1fs; density %s", search_s, stats["density"])
         return {"search_s": search_s, "masks": stats}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mtlrun.methods.single_subnet import SingleSubnet
+from mtlrun.methods.sparse_imp import SparseIMP
 from mtlrun.run import run
 from tests.unit.methods._sparse import (
     TINY_RUN,
@@ -71,3 +73,62 @@ def test_single_subnet_run_masks_are_private(compose_cfg, tmp_path: Path) -> Non
     assert metrics["fidelity"]["method"] == notes
     assert notes[0].startswith("The subnets are retrained from θ0 side by side")
     assert not any(n.startswith(("The multi-task phase", "Per-task updates")) for n in notes)
+
+
+SUBNET = ["method.rounds=2", "method.prune_epochs=1", "method.final_density=0.25"]
+SUBNET += ["method.keep_ratio=0.5", "trainer.max_epochs=1", "trainer.progress=false"]
+SUBNET += ["trainer.plots=false", "data.n_train=40", "data.n_valid=12", "data.n_test=12"]
+SUBNET += ["backbone.word_dim=8", "backbone.char_dim=4", "backbone.char_filters=4"]
+SUBNET += ["backbone.hidden=6"]
+
+
+def test_copies_start_from_the_encoder_sparse_imp_draws_with_the_same_seed(compose_cfg) -> None:
+    data = tiny_data()
+    torch.manual_seed(3)
+    shared = SparseIMP().build(tiny_backbone(data), data.tasks)
+    torch.manual_seed(3)
+    copies = SingleSubnet().build(tiny_backbone(data), data.tasks)
+    theirs = dict(shared.blocks.named_parameters())
+    for key, value in copies.blocks.named_parameters():
+        block, rest = key.split(".", 1)
+        shared_block = block if block.startswith("head:") else block.split(":")[0]
+        assert torch.equal(value, theirs[f"{shared_block}.{rest}"]), key
+    # copies, not one module under three names
+    assert copies.blocks["embed:pos"] is not copies.blocks["embed:ner"]
+
+
+def test_masks_from_a_sparse_imp_run_are_the_masks_its_own_pruning_finds(
+    compose_cfg, tmp_path: Path
+) -> None:
+    source = tmp_path / "imp"
+    run(compose_cfg(["method=sparse_imp", *SUBNET]), source)
+    own = run(compose_cfg(["method=single_subnet", *SUBNET]), tmp_path / "own")
+    taken = run(
+        compose_cfg(["method=single_subnet", *SUBNET, f"method.masks_from={source}"]),
+        tmp_path / "taken",
+    )
+    assert taken["search"]["masks_from"] == str(source)
+    assert taken["epochs"]["phases"] == {"train": 1}  # no pruning round trained
+    a = torch.load(tmp_path / "own" / "masks.pt")
+    b = torch.load(tmp_path / "taken" / "masks.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[t][k], b[t][k]) for t in a for k in a[t])
+    assert taken["test"] == own["test"]
+
+
+def test_masks_from_a_run_with_other_pruning_inputs_is_refused_naming_them(
+    compose_cfg, tmp_path: Path
+) -> None:
+    from mtlrun.errors import ConfigError
+
+    source = tmp_path / "imp"
+    run(compose_cfg(["method=sparse_imp", *SUBNET, "optim.lr=0.3"]), source)
+    with pytest.raises(ConfigError, match=r"optim.lr \(there 0.3, here 0.1\)"):
+        run(
+            compose_cfg(["method=single_subnet", *SUBNET, f"method.masks_from={source}"]),
+            tmp_path / "taken",
+        )
+    with pytest.raises(ConfigError, match="not a finished run with masks"):
+        run(
+            compose_cfg(["method=single_subnet", *SUBNET, f"method.masks_from={tmp_path}"]),
+            tmp_path / "none",
+        )
