@@ -4,11 +4,14 @@
 # PARALLEL=N runs N rows at once (e.g. on one GPU, whose small steps leave it mostly idle): each
 # row's output goes to <row>.log beside its folder, each takes the box's cores / N torch threads
 # (trainer.threads), and the report waits for every row.
+# KEEP=results/<table> keeps every finished full-protocol row in the repository's results/
+# (mtlrun-report <row> --keep KEEP/<row>; a row already kept there is left as it is).
 set -euo pipefail
 MTLRUN=${MTLRUN:-mtlrun}
 REPORT=${REPORT:-mtlrun-report}
 REDUCED=${REDUCED:-0}
 PARALLEL=${PARALLEL:-1}
+KEEP=${KEEP:-}
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
 
 common_reduced=(data.limit_train=1500 data.limit_eval=500 trainer.patience=null notes=reduced)
@@ -72,4 +75,21 @@ run_row() {
 # wait_rows: with PARALLEL > 1, wait for every row still running (before the report).
 wait_rows() {
   wait || true
+}
+
+# keep_rows <row>...: with KEEP set, each finished row folder $OUT/<row> goes to $KEEP/<row>.
+keep_rows() {
+  [ -n "$KEEP" ] || return 0
+  if [ "$REDUCED" = 1 ]; then
+    echo "!! KEEP ignored: results/ holds full-protocol runs only (REDUCED=1)"
+    return 0
+  fi
+  local row
+  for row in "$@"; do
+    if [ -e "$KEEP/$row/metrics.json" ]; then
+      echo "== $KEEP/$row already holds a result: left as it is"
+    elif [ -e "$OUT/$row/metrics.json" ]; then
+      $REPORT "$OUT/$row" --keep "$KEEP/$row" || echo "!! $row not kept"
+    fi
+  done
 }

@@ -72,3 +72,36 @@ def test_every_row_runs_and_parallel_rows_overlap(tmp_path: Path, parallel: int)
         assert len(list((tmp_path / "out").glob("*.log"))) == 7  # one log per row
     else:
         assert not any("trainer.threads" in x for x in starts)
+
+
+def test_keep_puts_finished_rows_in_results_and_leaves_kept_ones(tmp_path: Path) -> None:
+    """KEEP=results/table4_2: a finished row is kept with mtlrun-report --keep, a row whose
+    result is already kept is left, an unfinished row is not kept."""
+    out, keep = tmp_path / "out", tmp_path / "results" / "table4_2"
+    for row in ("hard", "soft"):
+        (out / row).mkdir(parents=True)
+        (out / row / "metrics.json").write_text("{}")
+    (keep / "soft").mkdir(parents=True)
+    (keep / "soft" / "metrics.json").write_text("{}")
+    fake = tmp_path / "fake"
+    fake.write_text("#!/usr/bin/env bash\n")  # rows 'run' and finish nothing new
+    fake.chmod(0o755)
+    calls = tmp_path / "report.log"
+    report = tmp_path / "report"
+    report.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    report.chmod(0o755)
+    env = {**os.environ, "MTLRUN": str(fake), "REPORT": str(report), "OUT": str(out)}
+    env["KEEP"] = str(keep)
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "reproduce_table4_2.sh")], env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kept = [line for line in calls.read_text().splitlines() if "--keep" in line]
+    assert kept == [f"{out}/hard --keep {keep}/hard"]
+    assert "results/table4_2/soft already holds a result" in done.stdout
+    reduced = subprocess.run(
+        ["bash", str(SCRIPTS / "reproduce_table4_2.sh")], env={**env, "REDUCED": "1"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "KEEP ignored" in reduced.stdout
