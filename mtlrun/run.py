@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import logging
 import os
@@ -40,7 +41,13 @@ from mtlrun.training.outputs import (
     write_json,
     write_predictions,
 )
-from mtlrun.training.run_dir import RunFolder, no_space, storage_error
+from mtlrun.training.resume import Resume, find_resume, refuse_nothing_to_train
+from mtlrun.training.run_dir import (
+    RunFolder,
+    no_space,
+    resume_override,
+    storage_error,
+)
 from mtlrun.training.search_cache import SearchCache, cache_root, key_material
 from mtlrun.training.tblog import TensorBoardLog
 
@@ -129,70 +136,6 @@ def _settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
-@dataclasses.dataclass
-class Resume:
-    """Where a run continues from: a run folder and its main ``last.pt`` (None: its search)."""
-
-    run_dir: Path
-    last: Path | None
-    payload: dict[str, Any] | None = None
-
-
-def _resume_folder(folder: Path, config: dict[str, Any], key: str) -> Resume:
-    """Continue the checkpoint of ``folder``, which must have been trained with ``config``."""
-    found = checkpoint.resumable_checkpoint(folder)
-    if found is None:
-        raise ConfigError(
-            f"`{key}` holds no checkpoint to continue "
-            f"({folder / 'checkpoints' / 'last.pt'} does not exist)."
-        )
-    main = folder / "checkpoints" / "last.pt"
-    payload = checkpoint.load(main) if main.is_file() else None
-    saved = checkpoint.saved_config(folder)
-    if saved is None:
-        saved = (payload or {}).get("config", {})
-    diff = checkpoint.config_differences(saved, config)
-    if diff:
-        raise ConfigError(
-            f"cannot resume {folder}: it was trained with different values of "
-            f"{checkpoint.describe_differences(saved, config, diff)}."
-        )
-    return Resume(folder, main if payload is not None else None, payload)
-
-
-def _resume(
-    cfg: DictConfig, run_dir: Path, config: dict[str, Any], sweep_job: bool = False
-) -> Resume | None:
-    """The run to continue: ``trainer.resume_dir`` (implies resuming), or with
-    ``trainer.resume=true`` the newest unfinished same-config run under ``outputs/`` (the run's
-    own folder included: a job restarted into its folder continues there). A sweep's job
-    continues only its own folder, and starts afresh when that holds no checkpoint."""
-    if cfg.trainer.resume_dir:
-        folder = Path(cfg.trainer.resume_dir)
-        return _resume_folder(folder, config, f"trainer.resume_dir={folder}")
-    if not cfg.trainer.resume:
-        return None
-    if sweep_job:
-        if checkpoint.resumable_checkpoint(run_dir) is None:
-            return None
-        return _resume_folder(run_dir, config, f"the sweep job's folder {run_dir}")
-    root = next(
-        (p for p in run_dir.resolve().parents if p.name == "outputs"), run_dir.resolve().parent
-    )
-    for folder in checkpoint.find_resumable(root, config):
-        main = folder / "checkpoints" / "last.pt"
-        if not main.is_file():
-            return Resume(folder, None)
-        try:
-            return Resume(folder, main, checkpoint.load(main))
-        except ConfigError as e:
-            log.warning("skipping an unreadable checkpoint: %s", e)
-    raise ConfigError(
-        f"`trainer.resume=true` but every same-config checkpoint under {root} is unreadable "
-        "(see the warnings above)."
-    )
-
-
 def _provenance(
     cfg: DictConfig,
     config: dict[str, Any],
@@ -225,6 +168,10 @@ def _provenance(
             "threads": torch.get_num_threads(),
             "resumed_from": str(resume.last or resume.run_dir) if resume else None,
             "resumed_from_dir": str(resume.run_dir.resolve()) if resume else None,
+            # when the result was written (UTC): reports keep the newest run of a seed by it
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
         },
     }
 
@@ -387,10 +334,15 @@ def _run(
     refuse_ignored_settings(cfg, overrides)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     method = build(cfg.method)
-    resume = _resume(cfg, run_dir, config, sweep_job)
-    own = resume is not None and resume.run_dir.resolve() == run_dir.resolve()
-    with RunFolder(run_dir, resuming_own=own) as folder:
+    with contextlib.ExitStack() as claims:  # the folder this run writes and the one it resumes
+        resume = find_resume(cfg, run_dir, config, claims, sweep_job)
+        own = resume is not None and not resume.into(run_dir)
+        folder = claims.enter_context(RunFolder(run_dir, resuming_own=own))
         try:
+            if resume is not None:
+                refuse_nothing_to_train(resume, method.main_epochs(cfg.trainer.max_epochs))
+                if not own:  # the run it resumes is superseded once this one holds it
+                    checkpoint.mark_resumed(resume.run_dir, run_dir)
             with _run_log(run_dir):
                 try:
                     _write_hydra_files(run_dir, cfg, overrides)
@@ -477,11 +429,6 @@ def _train(
         )
         search = payload.get("search")
         ctx.history = [r for r in payload.get("search_history", [])]
-        if state.epoch >= epochs:
-            raise ConfigError(
-                f"{resume.run_dir} already trained {state.epoch} epochs of its main phase; "
-                f"raise trainer.max_epochs above {state.epoch} to train on."
-            )
         log.info("resuming %s after epoch %d", resume.last, state.epoch)
     elif method.searches:
         if search_source is not None:
@@ -571,7 +518,7 @@ def _train(
             "best": state.best_epoch,
             "phases": {k: int(v["epochs"]) for k, v in phases.items()},
         },
-        **_stop_entries(state.halt, run_dir),
+        **_stop_entries(state.halt, run_dir, resume),
         **({"balancer": balancer.summary()} if balancer.summary() else {}),
         "loss": {"test": test.loss, "valid": valid.loss},
         **(
@@ -600,7 +547,10 @@ def _train(
         "test: %s", {t: {m: round(v, 4) for m, v in ms.items()} for t, ms in test.metrics.items()}
     )
     _write_artefacts(cfg, run_dir, data, tasks, test, state)
-    log.info("outputs in %s", run_dir)
+    if "diverged" in metrics:
+        log.info("outputs in %s", run_dir)
+    else:
+        log.info("outputs in %s (to continue it: %s)", run_dir, resume_override(run_dir))
     return metrics
 
 
@@ -621,18 +571,31 @@ def _search_cache(
     return SearchCache(root, key_material(config, free, device.type, data_key), run_dir)
 
 
-def _stop_entries(halt: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
-    """The ``interrupted`` / ``diverged`` entries of metrics.json, with a note that is true."""
+def _stop_entries(
+    halt: dict[str, Any] | None, run_dir: Path, resume: Resume | None = None
+) -> dict[str, Any]:
+    """The ``interrupted`` / ``diverged`` entries of metrics.json, with a note that is true and
+    names the run to continue as an override ready to paste."""
     ckpt = checkpoint.resumable_checkpoint(run_dir)
-    if ckpt is None:
+    if ckpt is None and resume is not None and resume.into(run_dir):
+        resumable = (
+            f"no whole epoch was saved here; the run it resumed, {resume.run_dir}, still holds "
+            f"its checkpoint: trainer.resume=true goes on from it, as does "
+            f"{resume_override(resume.run_dir)}"
+        )
+    elif ckpt is None:
         resumable = "no whole epoch was saved, so there is nothing to resume"
     elif ckpt.parent.name == "search":
         resumable = (
             "checkpoints/search/ holds the search's finished phases and the cut phase's last "
-            "whole epoch; trainer.resume=true continues the search"
+            "whole epoch; trainer.resume=true continues the search, as does "
+            f"{resume_override(run_dir)}"
         )
     else:
-        resumable = "checkpoints/last.pt holds the last whole epoch; trainer.resume=true goes on"
+        resumable = (
+            "checkpoints/last.pt holds the last whole epoch; trainer.resume=true goes on, as "
+            f"does {resume_override(run_dir)}"
+        )
     if halt and "diverged" in halt:
         return {"diverged": {**halt["diverged"], "resumable": False}}
     if halt and "storage" in halt:
@@ -683,7 +646,7 @@ def _write_stopped(
             write_history(run_dir / "history.csv", ctx.history)
     phases = _phase_totals(ctx.history)
     metrics = {
-        **_stop_entries(halt, run_dir),
+        **_stop_entries(halt, run_dir, resume),
         "epochs": {
             "trained": 0,
             "best": 0,

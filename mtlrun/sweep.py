@@ -6,10 +6,15 @@ SLURM or locally, Ray). Every job is one :func:`mtlrun.run.run` in its own run f
 
 - :func:`job_threads` and :func:`job_device`: what a job takes of the box it shares with the
   sweep's other jobs;
-- :func:`record_failure`: a job that fails writes one JSON file under
+- :func:`record_failure`: a job that fails, or does not finish, writes one JSON file under
   ``<sweep dir>/.mtlrun/failed/`` and returns, so that the other jobs run on;
-- :class:`SweepReport`: the Hydra callback that, at the end of every sweep, writes
-  ``report.md`` and the report's CSVs into the sweep folder, with the failed jobs listed.
+- stopping: a signal to the sweep's process stops the sweep (:class:`SweepProcess`), and a job
+  that runs in a process the sweep started watches that process (:func:`watch_sweep`): when the
+  sweep is stopped or its process is gone, the job stops after its mini-batch as if it had
+  received the signal, and the process ends once its job has written its result;
+- :class:`SweepReport`: the Hydra callback that checks the launcher's settings before the jobs
+  start and, at the end of every sweep, writes ``report.md`` and the report's CSVs into the sweep
+  folder, with the jobs that did not finish and the report's warnings listed.
 """
 
 from __future__ import annotations
@@ -18,20 +23,26 @@ import importlib.util
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mtlrun.errors import MtlrunError, StorageError
-from mtlrun.training.run_dir import atomic_write
+from mtlrun.sweep_stop import (
+    SWEEP,
+    _sweep_job,
+)
+from mtlrun.training.run_dir import atomic_write, read_metrics
 
 log = logging.getLogger(__name__)
 
 FAILED_DIR = Path(".mtlrun") / "failed"
+EXIT_REFUSED = 2  # cli.EXIT_ERROR: a refused setting
 # hydra/launcher option -> (the plugin's module, the mtlrun extra that installs it)
 LAUNCHER_PLUGINS: dict[str, tuple[str, str]] = {
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
@@ -61,14 +72,6 @@ def missing_launcher(argv: list[str]) -> str | None:
                 f"pip install 'mtlrun[{extra}]' (or pip install {package})"
             )
     return None
-
-
-def _sweep_job() -> Any:
-    """The Hydra config of the running job when it is a job of a sweep, else None."""
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    return hydra_cfg if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
 def in_sweep() -> bool:
@@ -124,24 +127,43 @@ def job_device(name: str, cuda_count: int) -> str:
     return f"cuda:{int(hydra_cfg.job.num) % cuda_count}"
 
 
+def launcher_error(launcher: Any) -> str | None:
+    """One line naming the key when the launcher's settings cannot run a sweep, else None."""
+    target = str(launcher.get("_target_", ""))
+    if "JoblibLauncher" in target and launcher.get("n_jobs") == 0:
+        return (
+            "`hydra.launcher.n_jobs` should be the number of jobs at once: a positive number, "
+            "or -1 for one per CPU core (-2: all but one, ...). Found `hydra.launcher.n_jobs = 0`."
+        )
+    return None
+
+
 def _failure_path(hydra_cfg: Any) -> Path:
     return Path(hydra_cfg.sweep.dir) / FAILED_DIR / f"{int(hydra_cfg.job.num):04d}.json"
 
 
-def record_failure(error: BaseException, run_dir: Path) -> Path | None:
-    """Write ``<sweep dir>/.mtlrun/failed/<job number>.json`` for a failed sweep job."""
+def record_failure(
+    error: BaseException, run_dir: Path, kind: str | None = None, resume: bool = False
+) -> Path | None:
+    """Write ``<sweep dir>/.mtlrun/failed/<job number>.json`` for a sweep job that did not finish.
+
+    ``kind``: ``refused`` (an mtlrun error: config, data, a folder in use), ``crashed``,
+    ``interrupted`` (stopped with its result so far) or ``not run`` (the sweep was stopped
+    first); ``resume``: the job ran with ``trainer.resume=true``, so a finished result that
+    another run leaves in its folder makes it done (:func:`unfinished_jobs`).
+    """
     hydra_cfg = _sweep_job()
     if hydra_cfg is None:
         return None
     path = _failure_path(hydra_cfg)
+    mtlrun_error = isinstance(error, MtlrunError)
     entry = {
         "job": int(hydra_cfg.job.num),
         "overrides": list(hydra_cfg.overrides.task),
         "run_dir": str(run_dir),
-        "error": str(error)
-        if isinstance(error, MtlrunError)
-        else f"{type(error).__name__}: {error}",
-        "kind": "refused" if isinstance(error, MtlrunError) else "crashed",
+        "error": str(error) if mtlrun_error else f"{type(error).__name__}: {error}",
+        "kind": kind or ("refused" if mtlrun_error else "crashed"),
+        "resume": resume,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,12 +176,44 @@ def record_failure(error: BaseException, run_dir: Path) -> Path | None:
 
 def read_failures(root: Path) -> list[dict[str, Any]]:
     """The failed jobs recorded under a sweep folder, by job number (unreadable files named)."""
+    return [entry for _, entry in _failure_records(root)]
+
+
+def _failure_records(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted((root / FAILED_DIR).glob("*.json")):
         try:
-            out.append(json.loads(path.read_text()))
+            out.append((path, json.loads(path.read_text())))
         except (OSError, ValueError) as e:
-            out.append({"job": path.stem, "error": f"unreadable failure record {path}: {e}"})
+            out.append(
+                (path, {"job": path.stem, "error": f"unreadable failure record {path}: {e}"})
+            )
+    return out
+
+
+def _holds_result(run_dir: str | None) -> bool:
+    """The folder holds a result that a resumed sweep skips (finished, or diverged)."""
+    metrics = read_metrics(Path(run_dir)) if run_dir else None
+    return metrics is not None and "interrupted" not in metrics
+
+
+def unfinished_jobs(root: Path, resumed: bool) -> list[dict[str, Any]]:
+    """The recorded failures of a sweep, without the jobs that are done after all.
+
+    When the sweep is resumed (``resumed``: ``trainer.resume=true``), or the job was (the
+    record's ``resume``), a job whose folder now holds a finished result is done, whoever
+    finished it (a job refused because another process held its folder, which that process
+    then finished), as a re-run would skip it: its record is removed. Without resuming, a
+    folder that holds another run's result is no result of this sweep's job, which stays
+    failed.
+    """
+    out = []
+    for path, entry in _failure_records(root):
+        if (resumed or entry.get("resume")) and _holds_result(entry.get("run_dir")):
+            log.info("job %s is done: %s holds its result", entry.get("job"), entry["run_dir"])
+            path.unlink(missing_ok=True)
+            continue
+        out.append(entry)
     return out
 
 
@@ -170,26 +224,72 @@ def clear_failure(run_dir: Path) -> None:
         _failure_path(hydra_cfg).unlink(missing_ok=True)
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _report_warnings() -> Iterator[list[str]]:
+    """The warnings that the report's code logs in the block (files skipped, and why)."""
+    logger = logging.getLogger("mtlrun.report")
+    handler, level = _Collect(), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _add_warnings(path: Path, warnings: list[str]) -> None:
+    """Append the report's warnings to ``report.md`` (the summary line points at them)."""
+    lines = [f"## Warnings ({len(warnings)})", ""] + [f"- {w}" for w in warnings]
+    text = path.read_text().rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 class SweepReport(Callback):
-    """At the end of every sweep: ``report.md`` and the report's CSVs in the sweep folder.
+    """Checks the launcher's settings before a sweep's jobs start (one line naming the key) and
+    watches for a signal that stops the sweep (:class:`SweepProcess`); at the end of every
+    sweep, ``report.md`` and the report's CSVs in the sweep folder.
 
     The report covers every ``metrics.json`` under the sweep folder (mean ± std over seeds,
-    as ``mtlrun-report`` prints it) and lists the jobs that failed, with their errors. A sweep
-    with no finished run still gets its ``report.md`` (the failures). Runs in the sweep's
-    parent process, whichever launcher ran the jobs.
+    as ``mtlrun-report`` prints it), lists the jobs that did not finish, with their errors, and
+    the report's warnings (``metrics.json`` files skipped, and why). A sweep with no finished
+    run still gets its ``report.md``. Runs in the sweep's own process, whichever launcher ran
+    the jobs.
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        error = launcher_error(launcher)
+        if error is not None:
+            print(f"mtlrun: error: {error}", file=sys.stderr)
+            sys.exit(EXIT_REFUSED)  # before any job: nothing to report
+        SWEEP.start(Path(config.hydra.sweep.dir), str(launcher.get("_target_", "")))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mtlrun.report.cli import write_report  # the report imports no training code
 
+        SWEEP.end()
         root = Path(config.hydra.sweep.dir)
-        failures = read_failures(root)
+        failures = unfinished_jobs(root, bool(config.get("trainer", {}).get("resume")))
         ENDED.extend(failures)
         try:
-            path = write_report(root, failures)
-        except OSError as e:
+            with _report_warnings() as warnings:
+                path = write_report(root, failures)
+            if warnings:
+                _add_warnings(path, warnings)
+        except (OSError, StorageError) as e:
             log.error("could not write the sweep report under %s: %s", root, e)
             return
         if failures:
-            log.error("%d job(s) of the sweep failed; see %s", len(failures), path)
+            log.error("%d job(s) of the sweep did not finish; see %s", len(failures), path)
         log.info("sweep report: %s", path)

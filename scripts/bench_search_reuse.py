@@ -76,6 +76,13 @@ def sweep(method: str, cached: bool, args: argparse.Namespace, root: Path) -> di
         "loaded": loaded,
         "done": len(runs),
         "test": {k: m["test"] for k, m in runs.items()},
+        "jobs": {
+            k: (
+                m["time"]["search_s"] or 0.0,
+                len(m.get("search", {}).get("reused_from", {}).get("phases", [])),
+            )
+            for k, m in sorted(runs.items())
+        },
     }
 
 
@@ -96,11 +103,13 @@ def main() -> None:
         "| method | variant | jobs | wall s | search s (summed) | phases loaded | speed-up | same scores |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             alone = sweep(method, False, args, Path(tmp))
             once = sweep(method, True, args, Path(tmp))
             same = "yes" if alone["test"] == once["test"] else "NO"
+            results.append((method, alone, once))
             for variant, r, speed in (
                 ("independent", alone, "1.00"),
                 ("search once", once, f"{alone['wall'] / once['wall']:.2f}"),  # type: ignore[operator]
@@ -109,6 +118,19 @@ def main() -> None:
                     f"| {method} | {variant} | {r['done']} | {r['wall']:.0f} | {r['search']:.0f} "
                     f"| {r['loaded']} | {speed} | {same if variant != 'independent' else ''} |"
                 )
+    per_job(results)
+
+
+def per_job(results: list) -> None:
+    """Search seconds of each level, independent against shared (phases it loaded)."""
+    print(
+        "\n| method | keep ratio | search s, independent | search s, search once | phases loaded |"
+    )
+    print("|---|---|---|---|---|")
+    for method, alone, once in results:
+        for ratio, (seconds, _) in alone["jobs"].items():
+            shared, loaded = once["jobs"].get(ratio, (float("nan"), 0))
+            print(f"| {method} | {ratio:g} | {seconds:.0f} | {shared:.0f} | {loaded} |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,9 @@ TEXT_ONLY_METHODS = ("soft", "hierarchical")
 BATCHNORM_BACKBONE_METHODS = {"tree_search": ("lenet_bn", "resnet")}
 ADASHARE_BACKBONES = ("resnet",)  # backbones whose blocks offer `skip` (a residual shortcut)
 BACKBONES_FOR = {"text": ["cnn_bilstm"], "image": ["lenet_bn", "resnet"]}
+# run.py seeds numpy with trainer.seed, and np.random.seed takes 0 <= seed < 2**32 only.
+SEED_LIMIT = 2**32
+DATA_ENV = "MTLRUN_DATA"
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -73,6 +77,40 @@ def _check_gradient_space(p: list[str], cfg: DictConfig, data: Any, method: Any)
             f"`{key}` needs one output per shared block for all tasks, but method={method} gives "
             f"each task its own (per-task masks or cross-stitch mixing). Instead {fix}."
         )
+
+
+def _check_data_env(p: list[str], cfg: DictConfig) -> None:
+    """An empty ``MTLRUN_DATA`` made ``data.root`` ``/conll2003`` (under the file system's
+    root) for conll, and the current folder for mnist3: refused rather than read as unset, so a
+    variable left empty by mistake (``MTLRUN_DATA=$UNSET``) is seen."""
+    value = os.environ.get(DATA_ENV)
+    if value is None or value.strip():
+        return
+    data = _get(cfg, "data")
+    if not isinstance(data, DictConfig) or "root" not in data:
+        return
+    raw = OmegaConf.to_container(data, resolve=False)
+    if isinstance(raw, dict) and DATA_ENV in str(raw.get("root")):
+        p.append(
+            f"`{DATA_ENV}` should be a folder, or unset for the default `data` folder. Found "
+            f"`{DATA_ENV} = {value!r}`, which makes `data.root = {_get(cfg, 'data.root')!r}`. Set "
+            f"it to the folder holding conll2003/ and MNIST/, unset it, or pass data.root=PATH."
+        )
+
+
+def _check_policy_split(p: list[str], cfg: DictConfig) -> None:
+    """AdaShare holds part of the training set out for its policy: both parts need an example
+    (a training set of 1 fails only after the warm-up epochs otherwise)."""
+    for key in ("data.limit_train", "data.n_train"):
+        if _get(cfg, key) == 1:
+            p.append(
+                f"`{key}` should be >= 2 with method=adashare: `method.policy_split` "
+                f"({_get(cfg, 'method.policy_split')}) holds part of the training set out for "
+                f"the policy, and both parts need at least one example. Found `{key} = 1`. "
+                f"Raise `{key}`"
+                + (" (or set it to null)" if key == "data.limit_train" else "")
+                + ", or use a method without a policy split (e.g. method=hard)."
+            )
 
 
 def _check_bn_backbone(p: list[str], cfg: DictConfig, method: str) -> None:
@@ -153,6 +191,15 @@ def validate(cfg: DictConfig) -> None:
     _check(p, cfg, f"{t}.max_minutes", lambda v: v is None or v > 0, "> 0 or null")
     _check(p, cfg, f"{t}.threads", lambda v: v is None or v >= 1, "an integer >= 1 or null")
     _check(p, cfg, f"{t}.steps_per_epoch", _positive_or_null, "an integer >= 1 or null")
+    _check(
+        p,
+        cfg,
+        f"{t}.seed",
+        lambda v: 0 <= v < SEED_LIMIT,
+        f"an integer in [0, {SEED_LIMIT - 1}] (numpy's seed range, 2**32 - 1 at most)",
+    )
+    for split in ("train", "valid", "test"):  # data=toy: the generated set's sizes
+        _check(p, cfg, f"data.n_{split}", lambda v: v >= 1, "an integer >= 1")
     _check(p, cfg, "data.limit_train", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.limit_eval", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, "data.max_sentence_len", _positive_or_null, "an integer >= 1 or null")
@@ -229,6 +276,9 @@ def validate(cfg: DictConfig) -> None:
         )
     if method in BATCHNORM_BACKBONE_METHODS:
         _check_bn_backbone(p, cfg, method)
+    if method == "adashare":
+        _check_policy_split(p, cfg)
     _check_gradient_space(p, cfg, name, method)
+    _check_data_env(p, cfg)
     if p:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(p))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from torch import Tensor
+
+from mtlrun.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # target value of padding positions (ignored by the loss and the metrics)
 
@@ -98,8 +103,37 @@ class MultiTaskData(Protocol):
     def train_subset(self, fraction: float, seed: int, part: str) -> MultiTaskData:
         """The same data with one part of each task's training examples (validation and test
         unchanged): ``"held_out"``, a ``fraction`` drawn with ``seed``, or ``"rest"``, the
-        others (see :mod:`mtlrun.data.subset`)."""
+        others (see :mod:`mtlrun.data.subset`); :class:`TooSmallToSplit` when a training set
+        has fewer than 2 examples."""
         ...
+
+
+def capped_batch_size(batch_size: int, n: int, what: str, deviations: list[str]) -> int:
+    """``batch_size``, or ``n`` when the training set (``n`` ``what``) is smaller.
+
+    A larger batch would repeat examples within itself (and allocate ``batch_size`` of them:
+    100000 on the toy set took 22 GB). A cap is a departure from the configured protocol: it is
+    logged once and recorded in ``deviations`` (``data.deviations`` of metrics.json).
+    """
+    if n < 1 or batch_size <= n:
+        return batch_size
+    note = (
+        f"training batches of {n} {what} (the whole training set, each once) instead of "
+        f"trainer.batch_size={batch_size}"
+    )
+    if note not in deviations:
+        deviations.append(note)
+        log.warning("%s: the batch size is capped at the training set's size", note)
+    return n
+
+
+class TooSmallToSplit(ConfigError):
+    """``train_subset`` cannot split a training set of ``n`` < 2 examples into two non-empty
+    parts; the method that asked for the parts names its keys (it knows which chose them)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(f"cannot split a training set of {n} example(s) into two parts")
+        self.n = n
 
 
 @dataclass

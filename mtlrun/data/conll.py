@@ -112,9 +112,11 @@ def parse_conll_lines(lines: Iterable[str], path: Path) -> list[Sentence]:
 
 
 def _decode(data: bytes, path: Path) -> str:
-    """The whole file as text; a non-UTF-8 byte is reported with its line and byte offset."""
+    """The whole file as text, without a leading UTF-8 byte order mark (what ``utf-8-sig``
+    reads; decoded as ``utf-8`` so that byte offsets count from the file's first byte); a
+    non-UTF-8 byte is reported with its line and byte offset."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         before = data[: exc.start].decode("utf-8")  # valid: exc.start is the first bad byte
         # Count lines as the parser does (universal newlines: \n, \r\n and a lone \r).

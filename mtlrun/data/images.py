@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mtlrun.data.base import Group, InputSpec, Task
+from mtlrun.data.base import Group, InputSpec, Task, capped_batch_size
 from mtlrun.data.mnist3 import (
     MNIST3_TASKS,
     ImageSplits,
@@ -140,17 +140,22 @@ class ImageTasksData:
     ) -> Iterator[list[Group]]:
         n_steps = steps or self.steps_per_epoch(batch_size)
         orders: dict[str, Tensor] = {}
+        sizes: dict[str, int] = {}  # per task: a task smaller than a batch gives all its images
         for k, (task, (_, y)) in enumerate(self.data["train"].items()):
+            what = f"{task} images"
+            sizes[task] = size = capped_batch_size(batch_size, len(y), what, self.deviations)
             g = torch.Generator().manual_seed(seed * 100_003 + epoch * 101 + k)
-            passes = math.ceil(n_steps * batch_size / len(y))
+            passes = math.ceil(n_steps * size / len(y))
             orders[task] = torch.cat([torch.randperm(len(y), generator=g) for _ in range(passes)])
         for step in range(n_steps):
             groups: list[Group] = []
             for k, (task, (x, y)) in enumerate(self.data["train"].items()):
-                idx = orders[task][step * batch_size : (step + 1) * batch_size]
+                size = sizes[task]
+                idx = orders[task][step * size : (step + 1) * size]
                 images = x[idx]
                 if task in self.affine:
-                    draw = (seed * 100_003 + epoch * 101 + k) * 1_000_003 + step
+                    # torch takes seeds below 2**64; the modulo changes none below it
+                    draw = ((seed * 100_003 + epoch * 101 + k) * 1_000_003 + step) % 2**64
                     images = random_affine(images, self.affine[task], draw)
                 groups.append((images, {task: y[idx]}))
             yield groups

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mtlrun.data.base import TooSmallToSplit
 from mtlrun.errors import ConfigError
 
 PARTS = ("held_out", "rest")
@@ -27,7 +28,7 @@ def split_indices(n: int, fraction: float, seed: int, part: str) -> Tensor:
     if not 0 < fraction < 1:
         raise ConfigError(f"a training-set fraction should be in (0, 1); found {fraction}")
     if n < 2:
-        raise ConfigError(f"cannot split a training set of {n} example(s) into two parts")
+        raise TooSmallToSplit(n)
     k = min(n - 1, max(1, round(fraction * n)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     chosen = order[:k] if part == "held_out" else order[k:]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs
+from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs, capped_batch_size
 from mtlrun.data.buckets import check_batching, length_buckets
 from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
 from mtlrun.data.conll_hub import load_conll_hub
@@ -245,6 +245,8 @@ class TaggingData:
         self, batch_size: int, epoch: int, seed: int, steps: int | None = None
     ) -> Iterator[list[Group]]:
         data = self._encoded["train"]
+        what = f"{self.name} sentences"
+        batch_size = capped_batch_size(batch_size, len(data), what, self.deviations)
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         n_steps = steps or self.steps_per_epoch(batch_size)
         for batch in self._batches(batch_size, n_steps, g):

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mtlrun.backbones.base import Backbone
-from mtlrun.data.base import Task
+from mtlrun.data.base import MultiTaskData, Task, TooSmallToSplit
 from mtlrun.errors import ArgumentErrors, ConfigError
 from mtlrun.methods.adashare_artefacts import skipped, write_policy
 from mtlrun.methods.adashare_losses import (
@@ -97,6 +97,24 @@ def sample_policy(
 def mean_score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
     """Mean of the tasks' primary validation metrics (the run's model-selection score)."""
     return sum(metrics[t.name][t.metric] for t in tasks) / len(tasks)
+
+
+def policy_parts(
+    data: MultiTaskData, policy_split: float, seed: int
+) -> tuple[MultiTaskData, MultiTaskData]:
+    """The training set's part for the weights and its held-out ``policy_split`` for the policy."""
+    try:
+        return (
+            data.train_subset(policy_split, seed, "rest"),
+            data.train_subset(policy_split, seed, "held_out"),
+        )
+    except TooSmallToSplit as e:
+        raise ConfigError(
+            f"`method.policy_split` ({policy_split}) holds part of the training set out for the "
+            f"policy, and both parts need at least one example, but the training set has {e.n}. "
+            "Raise `data.limit_train` to 2 or more (or set it to null), or use a method without "
+            "a policy split (e.g. method=hard)."
+        ) from None
 
 
 def run_lr(ctx: SearchContext, model: MultiTaskModel) -> float:
@@ -305,8 +323,7 @@ class AdaShare(SharingMethod):
     def _learn_policy(self, ctx: SearchContext, model: PolicyModel) -> None:
         """The policy phase: alternating weight and policy passes under the curriculum."""
         n_blocks = len(model.skippable)
-        weights_data = ctx.data.train_subset(self.policy_split, ctx.seed, "rest")
-        policy_data = ctx.data.train_subset(self.policy_split, ctx.seed, "held_out")
+        weights_data, policy_data = policy_parts(ctx.data, self.policy_split, ctx.seed)
         optimizer = torch.optim.Adam(
             [model.logits], lr=self.policy_lr, weight_decay=self.policy_weight_decay
         )

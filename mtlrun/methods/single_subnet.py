@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mtlrun.backbones.base import Backbone
+from mtlrun.config.saved import RUN_ONLY, flatten, saved_config
 from mtlrun.data.base import Task
 from mtlrun.errors import ConfigError
 from mtlrun.methods.base import SearchContext, head_name, shared_trunk
@@ -134,9 +135,6 @@ _SOURCE_FREE = (
 def _check_source(source: Path, run_dir: Path) -> None:
     """Refuse a ``masks_from`` run that is not a finished sparse_imp run whose pruning read the
     same inputs as this run's would (the keys that differ are named)."""
-    from mtlrun.training.checkpoint import saved_config
-    from mtlrun.training.search_cache import RUN_ONLY, _flatten
-
     if not (source / "masks.pt").is_file() or not (source / "metrics.json").is_file():
         raise ConfigError(
             f"`method.masks_from`: {source} is not a finished run with masks (masks.pt and "
@@ -148,7 +146,7 @@ def _check_source(source: Path, run_dir: Path) -> None:
     target = str(theirs.get("method", {}).get("_target_", ""))
     if not target.endswith("SparseIMP"):
         raise ConfigError(f"`method.masks_from`: {source} is a {target} run, not sparse_imp")
-    a, b = _flatten(theirs), _flatten(mine)
+    a, b = flatten(theirs), flatten(mine)
     free: tuple[str, ...] = (*RUN_ONLY, *_SOURCE_FREE)
     if a.get("method.prune_epochs") is not None:
         free = (*free, "trainer.max_epochs")  # the multi-task phase only

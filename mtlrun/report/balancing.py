@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from mtlrun.report.collect import Record, get
-from mtlrun.report.groups import setting_overrides
+from mtlrun.report.groups import Repeat, describe_repeat, newest_per_seed, setting_overrides
 from mtlrun.report.history import History, balancer_name, balancer_setting, history
 from mtlrun.report.table import deviation_mark, mean_std
 
@@ -45,6 +45,7 @@ class BalancerGroup:
     data: str
     solver: str | None
     runs: tuple[Run, ...]
+    repeats: tuple[Repeat, ...] = ()  # seeds several runs had (the newest is in ``runs``)
 
     @property
     def records(self) -> list[Record]:
@@ -132,8 +133,32 @@ def balancer_groups(
     for key, runs in buckets.items():
         differing = [s for s in settings[key] if s not in common]
         label = key[1] + (f" ({', '.join(differing)})" if differing else "")
-        groups.append(BalancerGroup(label, key[1], key[0], solvers[key], tuple(runs)))
+        kept, repeats = _once_per_seed([run.record for run in runs])
+        used = [run for run in runs if any(run.record is r for r in kept)]
+        groups.append(
+            BalancerGroup(label, key[1], key[0], solvers[key], tuple(used), tuple(repeats))
+        )
     return groups
+
+
+def _once_per_seed(records: list[Record]) -> tuple[list[Record], list[Repeat]]:
+    """A seed counts once per setting (``newest_per_seed``); runs a group pools but whose
+    overrides differ (e.g. ``balancer.compare_solvers``, split off later) are not repeats."""
+    by_setting: dict[tuple[str, ...], list[Record]] = {}
+    for record in records:
+        by_setting.setdefault(setting_overrides(record), []).append(record)
+    kept: list[Record] = []
+    repeats: list[Repeat] = []
+    for same in by_setting.values():
+        k, r = newest_per_seed(same)
+        kept += k
+        repeats += r
+    return kept, repeats
+
+
+def balancer_repeat_notes(groups: Sequence[BalancerGroup]) -> list[str]:
+    """A footnote per seed that several runs of a group had (the newest is used)."""
+    return [describe_repeat(r, f"{g.label} on {g.data}") for g in groups for r in g.repeats]
 
 
 def numbers_in(values: Sequence[float | None]) -> list[float]:

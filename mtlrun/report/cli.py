@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write-readme needs --results-section")
     if args.keep is not None or args.results_section:
         return _results(args)
+    if not args.output_dir.exists():
+        print(f"mtlrun-report: no such folder: {args.output_dir}", file=sys.stderr)
+        return 1
     found = scan(args.output_dir)
     records = found.records
     if not records:

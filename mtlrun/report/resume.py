@@ -4,7 +4,9 @@ A run stopped early (``interrupted``) is finished by a later run with ``trainer.
 which records where it came from: ``run.resumed_from_dir`` (the older run folder) or, in runs
 written before that entry, ``run.resumed_from`` (``<older run folder>/checkpoints/last.pt``).
 The later run holds every epoch of both, so the older folder is left out of the report; in a
-chain (A resumed by B, B by C) only C is kept.
+chain (A resumed by B, B by C) only C is kept. When several runs resumed the same run (two
+resumes started at once, before mtlrun claimed the run it resumes), they repeat one run's
+epochs: only the one that got furthest is kept.
 """
 
 from __future__ import annotations
@@ -74,22 +76,44 @@ def _source(
     return best[0] if len(best) == 1 else None
 
 
+def _progress(record: Record) -> tuple[bool, int]:
+    """How far a run got: finished (neither interrupted nor diverged), then epochs trained."""
+    trained = get(record.metrics, "epochs", "trained")
+    finished = not any(k in record.metrics for k in ("interrupted", "diverged"))
+    return finished, trained if isinstance(trained, int) and not isinstance(trained, bool) else 0
+
+
 def superseded(records: Sequence[Record]) -> dict[Path, Record]:
     """``metrics.json`` path of each superseded run -> the last run of its chain of resumes.
 
     ``records`` must share one report root (their ``rel``). A run never supersedes itself, and
-    runs that resume each other in a loop supersede none of the loop.
+    runs that resume each other in a loop supersede none of the loop. Of several runs that
+    resumed one run, the furthest (:func:`_progress`; the first in ``records`` among equals)
+    supersedes the others.
     """
     folders: dict[Path, Record] = {}
     for r in records:
         folder = _resolved(r.path.parent)
         if folder is not None:
             folders.setdefault(folder, r)
-    successor: dict[Path, Record] = {}
+    resumers: dict[Path, list[Record]] = {}  # resumed folder -> the runs that resumed it
     for r in records:
         source = _source(r, records, folders)
-        if source is not None and source.path != r.path:
-            successor.setdefault(source.path, r)
+        if source is not None:
+            folder = _resolved(source.path.parent) if source.path != r.path else None
+        else:  # no result there (killed hard) or outside the tree: its resumers are one run
+            recorded = resumed_from(r)
+            folder = _resolved(recorded) if recorded is not None else None
+        if folder is not None:
+            resumers.setdefault(folder, []).append(r)
+    successor: dict[Path, Record] = {}
+    for folder, runs in resumers.items():
+        furthest = max(runs, key=_progress)
+        if folder in folders:
+            successor[folders[folder].path] = furthest
+        for r in runs:
+            if r is not furthest:
+                successor.setdefault(r.path, furthest)
     out = {}
     for path, last in successor.items():
         seen = {path}

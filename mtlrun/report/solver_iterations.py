@@ -15,6 +15,7 @@ from mtlrun.report.balancing import (
     BalancerGroup,
     Curve,
     balancer_groups,
+    balancer_repeat_notes,
     epochs_text,
     first_middle_last_mean,
     group_curve,
@@ -118,6 +119,8 @@ def fig3_table(records: Sequence[Record]) -> Table:
         notes.append(ratio)
     runs = {r.rel: r for s in series for r in s.group.records}  # same-gradient runs: 2 rows
     notes += deviation_notes(runs.values())
+    groups = {id(s.group.runs): s.group for s in series}  # the same-gradient groups: 2 series
+    notes += list(dict.fromkeys(balancer_repeat_notes(list(groups.values()))))
     title = "Seed 001 Figure 3: min-norm solver iterations per epoch"
     return Table("fig3", title, headers, rows, notes)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from mtlrun.report.balancing import (
     Curve,
     balancer_groups,
+    balancer_repeat_notes,
     epochs_text,
     first_middle_last_mean,
     group_curve,
@@ -55,6 +56,7 @@ def fig4_table(records: Sequence[Record]) -> Table:
         "Thesis (Fig. 4): few mini-batches are Pareto-stationary early in training; the share "
         "rises as training goes on.",
         *deviation_notes(r for g in groups for r in g.records),
+        *balancer_repeat_notes(groups),
     ]
     title = "Seed 001 Figure 4: Pareto-stationary mini-batches (%) per epoch"
     return Table("fig4", title, headers, rows, notes)

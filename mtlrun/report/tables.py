@@ -2,9 +2,11 @@
 ours, a keep-ratio sweep, the Appendix A fit, mask statistics, and every setting's runs.
 
 Scores are test scores in percent (2 decimals); several seeds of one setting give
-``mean ± std`` (sample std, ddof=1) and their count in the ``n`` column. Rows built from a run
-that deviates from the paper's protocol (``data.deviations``, a stop by a signal, a divergence)
-carry a ``†`` and a footnote naming the deviations.
+``mean ± std`` (sample std, ddof=1) and their count in the ``n`` column; a seed counts once per
+setting (of the runs that repeat it, the newest is used and the others are named in a footnote;
+see :mod:`mtlrun.report.groups`). Rows built from a run that deviates from the paper's protocol
+(``data.deviations``, a stop by a signal, a divergence) carry a ``†`` and a footnote naming the
+deviations.
 
 A diverged run (``diverged`` in metrics.json) counts in means like any other when it has test
 scores from a whole best epoch (``epochs.best`` ≥ 1, scores finite): those are the weights
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mtlrun.report.collect import Record, get, primary_metric
-from mtlrun.report.groups import Group, group_runs, sweep_series
+from mtlrun.report.groups import Group, group_runs, repeat_notes, sweep_series
 from mtlrun.report.paper import APPENDIX_A, CONLL_COLUMNS, TABLE_4_2, TABLE_4_3
 from mtlrun.report.plots import plot_keep_ratio
 from mtlrun.report.table import (
@@ -46,11 +48,15 @@ __all__ = [
 _METRIC_SHORT = {"accuracy": "acc", "f1": "F1"}
 
 
-def _system(group: Group) -> str:
-    """The paper's name of the method, the setting that tells the group apart, and ``†``."""
+def _paper_name(group: Group) -> str:
+    """The paper's name of the method and the setting that tells the group apart."""
     name = TABLE_4_2[group.method].label if group.method in TABLE_4_2 else group.method
-    setting = f" ({group.label})" if group.label else ""
-    return f"{name}{setting}{deviation_mark(group.records)}"
+    return f"{name} ({group.label})" if group.label else name
+
+
+def _system(group: Group) -> str:
+    """``_paper_name`` and ``†`` when a run of the group deviates."""
+    return f"{_paper_name(group)}{deviation_mark(group.records)}"
 
 
 def _mean(group: Group, task: str, metric: str | None = None) -> float | None:
@@ -85,6 +91,7 @@ def table_4_2(records: Sequence[Record]) -> Table:
     headers += ["# Params", "Params paper", "Epochs", "Search s"]
     rows = [_row_4_2(g, reference) for g in groups]
     notes = deviation_notes(r for g in groups for r in g.records)
+    notes += repeat_notes(groups, _paper_name)
     if len(singles) > 1:
         notes.append("Δ omitted: the runs hold several Single settings.")
     return Table(
@@ -129,16 +136,20 @@ def table_4_3(records: Sequence[Record]) -> Table:
         headers += [name, f"{name.split()[0]} paper"]
     rows = []
     for group in groups:
-        epochs = _warmup(group)
-        init = "From scratch" if epochs == 0 else f"Warm-up ({epochs:g} epochs)"
-        paper = TABLE_4_3[(group.method, epochs > 0)]
-        row = [_system(group), init, str(len(group.records))]
+        paper = TABLE_4_3[(group.method, _warmup(group) > 0)]
+        row = [_system(group), _init(group), str(len(group.records))]
         for task, metric, _ in CONLL_COLUMNS:
             row += [_scores(group, task, metric), f"{paper[task]:.2f}"]
         rows.append(row)
     notes = deviation_notes(r for g in groups for r in g.records)
+    notes += repeat_notes(groups, lambda g: f"{_paper_name(g)}, {_init(g).lower()}")
     title = "Seed 000 Table 4.3: from scratch vs warm-up, CoNLL-2003 test (ours vs paper)"
     return Table("table_4_3", title, headers, rows, notes)
+
+
+def _init(group: Group) -> str:
+    epochs = _warmup(group)
+    return "From scratch" if epochs == 0 else f"Warm-up ({epochs:g} epochs)"
 
 
 def _warmup(group: Group) -> float:
@@ -163,9 +174,15 @@ def keep_ratio_sweep(records: Sequence[Record]) -> Table:
             scores = [_scores(group, t) for t in tasks]
             rows.append([_system(group), s.data, f"{ratio:g}", str(len(group.records)), *scores])
     notes = deviation_notes(r for s in series for _, g in s.points for r in g.records)
+    notes += repeat_notes((g for s in series for _, g in s.points), _sweep_point)
     return Table(
         "keep_ratio", "Keep-ratio sweep: test score (%) by remaining ratio", headers, rows, notes
     )
+
+
+def _sweep_point(group: Group) -> str:
+    ratio = float(group.args["keep_ratio"])
+    return f"{_paper_name(group)} at keep ratio {ratio:g} on {group.data}"
 
 
 def ste_fit_table(records: Sequence[Record]) -> Table:
@@ -227,7 +244,7 @@ def generic_table(records: Sequence[Record]) -> Table:
                 DEVIATION_MARK if any(r.deviations for r in runs) else "",
             ]
         )
-    notes = deviation_notes(r for g in groups for r in g.records)
+    notes = deviation_notes(r for g in groups for r in g.records) + repeat_notes(groups)
     return Table("runs", "Runs (seeds pooled)", headers, rows, notes)
 
 

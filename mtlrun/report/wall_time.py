@@ -16,6 +16,7 @@ from mtlrun.report.balancing import (
     Run,
     Usable,
     balancer_groups,
+    balancer_repeat_notes,
     epochs_text,
     group_curve,
     numbers_in,
@@ -116,6 +117,7 @@ def fig6_table(records: Sequence[Record]) -> Table:
     if any(g.balancer == "hybrid" for g in groups):
         notes.append("Switch epoch: hybrid's move from GradNorm to MGDA, one per seed.")
     notes += deviation_notes(r for g in groups for r in g.records)
+    notes += balancer_repeat_notes(groups)
     title = "Seed 001 Figure 6: training loss and wall time by balancer"
     return Table("fig6", title, headers, rows, notes)
 

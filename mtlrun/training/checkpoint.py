@@ -1,18 +1,22 @@
-"""Resumable checkpoints: everything needed to continue a run bit-for-bit on the same device."""
+"""Resumable checkpoints: everything needed to continue a run bit-for-bit on the same device,
+which run ``trainer.resume`` continues, and which runs a later run has resumed (superseded)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 
-from mtlrun.errors import ConfigError
+from mtlrun.config.saved import flatten, saved_config
+from mtlrun.errors import ConfigError, StorageError
 from mtlrun.training.run_dir import (
     atomic_write,
+    is_finished,
     read_metrics,
     resumable_checkpoint,
     storage_error,
@@ -83,40 +87,16 @@ RESUME_FREE = (
 )
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two plain config dicts, resume-free keys aside."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE)]
 
 
-def saved_config(run_dir: Path) -> dict[str, Any] | None:
-    """The resolved config a run folder was started with (``.hydra/config.yaml``), or None."""
-    from omegaconf import OmegaConf
-
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        value = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file is skipped, never fatal
-        log.warning("skipping %s: cannot read it (%s)", path, e)
-        return None
-    return cast(dict[str, Any], value) if isinstance(value, dict) else None
-
-
 def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
     """``key (saved A, now B)`` for each differing key, at most 8 of them."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     shown = [f"{k} (saved {a.get(k, '<absent>')}, now {b.get(k, '<absent>')})" for k in keys[:8]]
     return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 
@@ -124,8 +104,9 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: l
 def find_resumable(search_root: Path, config: dict[str, Any]) -> list[Path]:
     """The unfinished run folders under ``search_root`` saved with the same config, newest first.
 
-    A run is unfinished when it has a checkpoint (:func:`resumable_checkpoint`) and no
-    ``metrics.json`` or one marked ``interrupted``; its config is read from its
+    A run is unfinished when it has a checkpoint (:func:`resumable_checkpoint`), no
+    ``metrics.json`` or one marked ``interrupted``, and no :func:`successor`; its config is
+    read from its
     ``.hydra/config.yaml`` (no checkpoint is loaded here). Unreadable configs are skipped with a
     warning naming them. When nothing matches, raises a ConfigError naming the keys in which the
     nearest candidate differs.
@@ -143,6 +124,8 @@ def find_resumable(search_root: Path, config: dict[str, Any]) -> list[Path]:
         metrics = read_metrics(run_dir)
         if metrics is not None and "interrupted" not in metrics:
             continue  # finished (or diverged): nothing to continue
+        if successor(run_dir) is not None:
+            continue  # a later run holds every epoch of it (and is a candidate itself)
         saved = saved_config(run_dir)
         if saved is None:
             if not (run_dir / ".hydra" / "config.yaml").exists():
@@ -167,3 +150,55 @@ def find_resumable(search_root: Path, config: dict[str, Any]) -> list[Path]:
         f"{describe_differences(saved, config, diff)}. Give `trainer.resume_dir=RUN_DIR` "
         "to pick one."
     )
+
+
+# A resumed run's folder names the run that resumed it (README "Resuming").
+RESUMED_BY = "resumed_by.json"
+
+
+def mark_resumed(source: Path, run_dir: Path) -> None:
+    """Write ``<source>/resumed_by.json`` naming ``run_dir``, the run that resumes it.
+
+    Written when the resuming run starts; it counts (:func:`successor`) once that run holds a
+    checkpoint of its own or a result. A source that cannot be written (read-only) is left
+    unmarked, with a warning.
+    """
+    text = json.dumps({"run_dir": str(run_dir.resolve())}) + "\n"
+    try:
+        atomic_write(source / RESUMED_BY, lambda tmp: tmp.write_text(text))
+    except StorageError as e:
+        log.warning("%s is not marked as resumed by %s: %s", source, run_dir, e)
+
+
+def successor(run_dir: Path) -> Path | None:
+    """The run folder that resumed ``run_dir`` and took it over, or None.
+
+    Taken over: the successor named in ``resumed_by.json`` holds a checkpoint (so every epoch
+    of ``run_dir`` and more), or a finished or diverged result. A successor that stopped or
+    was removed before any of that leaves ``run_dir`` resumable.
+    """
+    try:
+        named = json.loads((run_dir / RESUMED_BY).read_text())["run_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    later = Path(str(named))
+    if later.resolve() == run_dir.resolve():
+        return None
+    metrics = read_metrics(later)
+    took_over = (
+        resumable_checkpoint(later) is not None
+        or is_finished(metrics)
+        or (metrics is not None and "diverged" in metrics)
+    )
+    return later if took_over else None
+
+
+def last_successor(run_dir: Path) -> Path | None:
+    """The end of ``run_dir``'s chain of successors (A resumed by B, B by C: C), or None."""
+    seen = {run_dir.resolve()}
+    last = None
+    later = successor(run_dir)
+    while later is not None and later.resolve() not in seen:
+        seen.add(later.resolve())
+        last, later = later, successor(later)
+    return last

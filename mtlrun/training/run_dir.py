@@ -3,9 +3,14 @@
 * :func:`safe_dirname` turns Hydra's ``override_dirname`` into a folder name that is readable
   while it is short and safe, and a stable hash otherwise (file systems cap a name at 255 bytes;
   a value such as ``data.root=../../x`` must not move the run out of ``outputs/``).
-* :class:`RunFolder` takes an exclusive lock on the folder for the duration of the run and
-  refuses a folder that holds another run's result or resumable state (unless resuming it).
-* :func:`discard_if_empty` removes a folder a rejected run never wrote into.
+* :class:`FolderLock` is the exclusive lock (``.lock``) a run holds on each folder it uses: the
+  one it writes, and the one of the run it resumes (so that one run is resumed once at a time).
+* :class:`RunFolder` takes the lock on the folder for the duration of the run and refuses a
+  folder that holds another run's result or resumable state (unless resuming it); a folder
+  whose run stopped before its first whole epoch holds no result and is started afresh.
+* :func:`discard_if_empty` removes a folder a rejected run never wrote into, and the parents
+  the run created for it.
+* :func:`resume_override` writes a run folder as ``trainer.resume_dir=...``, ready to paste.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +42,17 @@ except ImportError:  # pragma: no cover - Windows
 # leaving room for Hydra's time or job-number prefix.
 MAX_READABLE = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-\[\]@%:]")
-OWN_FILES = {".hydra", "mtlrun.log", ".lock"}  # what a run writes before it trains
+LOCK = ".lock"
+OWN_FILES = {".hydra", "mtlrun.log", LOCK}  # what a run writes before it trains
+# What a run stopped before its first whole epoch may have left (a new run replaces it).
+EMPTY_RUN_FILES = (
+    ".hydra",
+    "mtlrun.log",
+    "metrics.json",
+    "history.csv",
+    "tensorboard",
+    "checkpoints",
+)
 NOSPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
@@ -117,25 +133,58 @@ def atomic_write(
         raise storage_error(e, path) from None
 
 
-def unwritable_ancestor(path: Path) -> Path | None:
-    """The nearest existing ancestor of ``path`` when it is not a writable folder (else None)."""
+# Folders that existed before this process made its run folder (noted by unwritable_ancestor,
+# which the CLI calls before Hydra creates the folder): a rejected run removes none of them.
+_EXISTED: list[Path] = []
+
+
+def _nearest_existing(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
+    return p
+
+
+def unwritable_ancestor(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a writable folder (else None).
+
+    The ancestor is also remembered as existing before the run: :func:`discard_if_empty`
+    never removes it or anything above it.
+    """
+    p = _nearest_existing(path)
+    _EXISTED.append(p)
     return None if p.is_dir() and os.access(p, os.W_OK | os.X_OK) else p
 
 
 def discard_if_empty(path: Path) -> None:
-    """Remove ``path`` and its empty parents inside ``outputs/`` when nothing was written there."""
+    """Remove ``path`` and the parents created for it when nothing was written there.
+
+    Parents go up to the folder that existed before the run (noted by
+    :func:`unwritable_ancestor`), so ``outputs/`` too when the run created it; without such a
+    note, only empty parents inside ``outputs/`` (``outputs/`` itself kept).
+    """
     path = path.absolute()
-    with contextlib.suppress(OSError):
-        path.rmdir()  # fails unless empty
-        parent = path.parent
-        while parent.name not in ("outputs", "multirun", "") and parent != Path.cwd():
-            if not any(a.name == "outputs" for a in parent.parents):
-                break
-            parent.rmdir()
-            parent = parent.parent
+    for folder in [path, *_created_parents(path)]:
+        try:
+            if folder.exists():
+                folder.rmdir()  # fails unless empty
+        except OSError:
+            return
+
+
+def _created_parents(path: Path) -> list[Path]:
+    """The parents of ``path`` (nearest first) that this run may have created."""
+    noted = [p for p in _EXISTED if p == path or p in path.parents]
+    if noted:
+        stop = max(noted, key=lambda p: len(p.parts))
+        return [p for p in path.parents if stop in p.parents]
+    out = []
+    for parent in path.parents:
+        inside = any(a.name == "outputs" for a in parent.parents)
+        if parent.name in ("outputs", "multirun", "") or parent == Path.cwd() or not inside:
+            break
+        out.append(parent)
+    return out
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
@@ -163,30 +212,127 @@ def is_finished(metrics: dict[str, Any] | None) -> bool:
     return bool(metrics) and "interrupted" not in metrics and "diverged" not in metrics  # type: ignore[operator]
 
 
+def holds_no_result(path: Path) -> bool:
+    """Whether ``path`` holds only a run stopped before its first whole epoch: a metrics.json
+    marked ``interrupted`` without test metrics, and nothing to resume."""
+    metrics = read_metrics(path)
+    return (
+        metrics is not None
+        and "interrupted" in metrics
+        and "test" not in metrics
+        and "diverged" not in metrics
+        and resumable_checkpoint(path) is None
+    )
+
+
+def resume_override(path: Path) -> str:
+    """``trainer.resume_dir=<path>`` as one shell word that Hydra's grammar reads back as
+    ``path``, ready to paste: run folder names hold ``=`` and ``,``, so the value is quoted
+    for Hydra (``'...'``: a quote and the backslashes before it escaped, ``${`` too) and the
+    whole override for the shell (``"..."``, or ``'...'`` when the path holds ``"$`\\!``)."""
+    value = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", str(path))
+    value = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, value).replace("${", "\\${")
+    override = f"trainer.resume_dir='{value}'"
+    return shlex.quote(override) if re.search(r'["$`\\!]', override) else f'"{override}"'
+
+
+class FolderLock:
+    """An exclusive lock (``flock`` on ``<folder>/.lock``) that says who holds it, and why.
+
+    A run holds the lock of the folder it writes (:class:`RunFolder`) and, while it resumes a
+    run from another folder, that folder's lock too, so that a run is resumed by one run at a
+    time. Never waits: :meth:`acquire` returns the holder of a lock that is taken. Without
+    ``fcntl`` (Windows) nothing is locked.
+    """
+
+    def __init__(self, folder: Path, doing: str) -> None:
+        self.folder, self.doing = folder, doing
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock: None once taken, else who holds it (``pid 12, writing it``)."""
+        if fcntl is None:
+            return None
+        lock = self.folder / LOCK
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise storage_error(e, self.folder) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return _read_holder(lock)
+            try:  # the holder may have removed the file between our open and our lock
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n{self.doing}\n".encode())
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.folder / LOCK).unlink()
+        os.close(self._fd)  # closing releases the lock
+        self._fd = None
+
+
+def _read_holder(lock: Path) -> str:
+    """``pid 12, resuming it into <folder>`` from a lock file (what its holder wrote)."""
+    try:
+        pid, _, doing = lock.read_text().strip().partition("\n")
+    except OSError:
+        return "another mtlrun run"
+    if not pid.isdigit():
+        return "another mtlrun run"
+    return f"pid {pid}" + (f", {doing.strip()}" if doing.strip() else "")
+
+
 class RunFolder:
     """Exclusive use of a run folder for one run (``with RunFolder(path, resuming_own):``).
 
-    Refuses, in one line, a folder that another mtlrun process holds, one that holds a finished
-    ``metrics.json``, and one that holds another run's resumable ``checkpoints/last.pt``,
-    unless this run resumes that very folder (``resuming_own``).
+    Refuses, in one line, a folder that another mtlrun process holds (writes or resumes), one
+    that holds a finished or diverged ``metrics.json`` (also when resuming it: a result is
+    never overwritten), and one that holds another run's resumable checkpoint, unless this run
+    resumes that very folder (``resuming_own``). A folder whose run stopped before its first
+    whole epoch (:func:`holds_no_result`) is cleared and used afresh.
     """
 
     def __init__(self, path: Path, resuming_own: bool = False) -> None:
         self.path, self.resuming_own = path, resuming_own
-        self._fd: int | None = None
+        self._lock = FolderLock(path, "writing it")
+        self._created: list[Path] = []  # the folders this run made, deepest first
+        self._forget = False
         self.fresh = False
 
     def __enter__(self) -> RunFolder:
+        existing = _nearest_existing(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise storage_error(e, self.path) from None
-        self.fresh = not any(p.name != ".lock" for p in self.path.iterdir())
-        self._lock()
+        here = self.path.absolute()
+        self._created = [p for p in [here, *here.parents] if existing in p.parents]
+        self.fresh = not any(p.name != LOCK for p in self.path.iterdir())
+        holder = self._lock.acquire()
+        if holder is not None:
+            self._discard_created()
+            raise ConfigError(
+                f"run folder {self.path} is in use by another mtlrun run ({holder}); "
+                "give this run its own hydra.run.dir"
+            )
         try:
             self._check_contents()
         except BaseException:
-            self._unlock()
+            self._lock.release()
             raise
         return self
 
@@ -196,10 +342,13 @@ class RunFolder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._unlock()
+        self._lock.release()
+        if self._forget:
+            self._discard_created()
 
     def forget_if_unused(self) -> None:
-        """Remove what this run wrote (``.hydra/``, ``mtlrun.log``) if it got no further."""
+        """Remove what this run wrote (``.hydra/``, ``mtlrun.log``) if it got no further, and
+        (once the run lets go of it) the folder and its parents when this run created them."""
         if not self.fresh:
             return
         if any(p.name not in OWN_FILES for p in self.path.iterdir()):
@@ -207,54 +356,33 @@ class RunFolder:
         shutil.rmtree(self.path / ".hydra", ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.path / "mtlrun.log").unlink()
+        self._forget = True
 
-    def _lock(self) -> None:
-        if fcntl is None:
-            return
-        lock = self.path / ".lock"
-        while True:
+    def _discard_created(self) -> None:
+        for folder in self._created:
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise storage_error(e, self.path) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                folder.rmdir()  # fails unless empty
             except OSError:
-                os.close(fd)
-                owner = _read_owner(lock)
-                raise ConfigError(
-                    f"run folder {self.path} is in use by another mtlrun run{owner}; "
-                    "give this run its own hydra.run.dir"
-                ) from None
-            try:  # the holder may have removed the file between our open and our lock
-                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def _unlock(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            (self.path / ".lock").unlink()
-        os.close(self._fd)  # closing releases the lock
-        self._fd = None
+                return
 
     def _check_contents(self) -> None:
-        if self.resuming_own:
-            return
         metrics = read_metrics(self.path)
+        diverged = metrics is not None and "diverged" in metrics
+        if self.resuming_own:
+            if is_finished(metrics) or diverged:
+                state = "a diverged run's" if diverged else "a finished"
+                raise ConfigError(
+                    f"run folder {self.path} holds {state} result (metrics.json), which is "
+                    "never overwritten: to continue it, give the continued run another "
+                    "hydra.run.dir (or none, for a new folder under outputs/)"
+                )
+            return
         if is_finished(metrics):
             raise ConfigError(
                 f"run folder {self.path} already holds a finished result (metrics.json); "
                 "a run never overwrites another's: give this run its own hydra.run.dir"
             )
-        if metrics is not None and "diverged" in metrics:
+        if diverged:
             raise ConfigError(
                 f"run folder {self.path} holds the metrics.json of a diverged run; "
                 "give this run its own hydra.run.dir"
@@ -264,16 +392,26 @@ class RunFolder:
                 f"run folder {self.path} holds an unfinished run (checkpoints/); continue "
                 "it with trainer.resume=true, or give this run its own hydra.run.dir"
             )
-        if metrics is not None:
+        if holds_no_result(self.path):
+            self._replace_empty_run()
+        elif metrics is not None:
             raise ConfigError(
                 f"run folder {self.path} holds the metrics.json of a stopped run; "
                 "give this run its own hydra.run.dir"
             )
 
-
-def _read_owner(lock: Path) -> str:
-    try:
-        pid = lock.read_text().strip()
-    except OSError:
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+    def _replace_empty_run(self) -> None:
+        """Clear a run stopped before its first whole epoch: it holds no result to keep."""
+        log.info(
+            "%s holds a run stopped before its first whole epoch (no result, nothing to "
+            "resume): this run replaces it",
+            self.path,
+        )
+        for name in EMPTY_RUN_FILES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+        self.fresh = not any(p.name != LOCK for p in self.path.iterdir())

@@ -39,27 +39,11 @@ from typing import Any
 
 import torch
 
+from mtlrun.config.saved import RUN_ONLY, flatten
 from mtlrun.errors import ConfigError
 from mtlrun.training import checkpoint
 
 log = logging.getLogger(__name__)
-
-# Keys that change how a run is executed or logged, never what its search computes. The device
-# is in the key as the type it resolved to (auto may be cpu or cuda).
-RUN_ONLY = (
-    "trainer.resume",
-    "trainer.resume_dir",
-    "trainer.device",
-    "trainer.progress",
-    "trainer.plots",
-    "trainer.save_predictions",
-    "trainer.threads",
-    "trainer.tensorboard",
-    "trainer.max_minutes",  # a search phase ignores the run's wall-time budget
-    "trainer.search_cache",
-    "name",
-    "notes",
-)
 
 
 @functools.cache
@@ -77,15 +61,6 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def key_material(
     config: Mapping[str, Any],
     free_keys: Sequence[str],
@@ -96,7 +71,7 @@ def key_material(
     skipped = (*RUN_ONLY, *free_keys)
     kept = {
         k: v
-        for k, v in _flatten(config).items()
+        for k, v in flatten(config).items()
         if not any(k == s or k.startswith(f"{s}.") for s in skipped)
     }
     return {

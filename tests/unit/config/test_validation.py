@@ -135,3 +135,64 @@ def test_adam_betas_reach_the_optimiser(compose_cfg) -> None:
     assert group["weight_decay"] == 1e-4
     plain = build(compose_cfg(["optim=adam"]).optim)([torch.nn.Parameter(torch.zeros(2))])
     assert tuple(plain.param_groups[0]["betas"]) == (0.9, 0.999)
+
+
+PROBLEMS = "invalid configuration:\n  - "
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["data.n_train=0"], "`data.n_train` should be an integer >= 1. Found `data.n_train = 0`."),
+        (
+            ["trainer.seed=-1"],
+            "`trainer.seed` should be an integer in [0, 4294967295] (numpy's seed range, "
+            "2**32 - 1 at most). Found `trainer.seed = -1`.",
+        ),
+        (
+            ["trainer.seed=99999999999999999999"],
+            "`trainer.seed` should be an integer in [0, 4294967295] (numpy's seed range, "
+            "2**32 - 1 at most). Found `trainer.seed = 99999999999999999999`.",
+        ),
+        (
+            ["data=mnist3", "backbone=resnet", "method=adashare", "data.limit_train=1"],
+            "`data.limit_train` should be >= 2 with method=adashare: `method.policy_split` (0.2) "
+            "holds part of the training set out for the policy, and both parts need at least one "
+            "example. Found `data.limit_train = 1`. Raise `data.limit_train` (or set it to null), "
+            "or use a method without a policy split (e.g. method=hard).",
+        ),
+    ],
+)
+def test_values_that_failed_with_a_traceback_are_one_line_naming_the_key(
+    compose_cfg, overrides: list[str], line: str
+) -> None:
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert str(info.value) == f"{PROBLEMS}{line}"
+
+
+def test_seeds_at_the_ends_of_numpys_range_are_valid(compose_cfg) -> None:
+    import numpy as np
+
+    for seed in (0, 2**32 - 1):
+        validate(compose_cfg([f"trainer.seed={seed}"]))
+        np.random.seed(seed)
+
+
+def test_an_empty_mtlrun_data_is_refused_naming_it(compose_cfg, monkeypatch) -> None:
+    """``MTLRUN_DATA=`` resolved ``data.root`` to ``/conll2003``, the file system's root."""
+    for data, root in (("conll", "/conll2003"), ("mnist3", "")):
+        cfg = compose_cfg([f"data={data}"])
+        monkeypatch.setenv("MTLRUN_DATA", "")
+        with pytest.raises(ConfigError) as info:
+            validate(cfg)
+        assert str(info.value) == PROBLEMS + (
+            "`MTLRUN_DATA` should be a folder, or unset for the default `data` folder. Found "
+            f"`MTLRUN_DATA = ''`, which makes `data.root = '{root}'`. Set it to the folder "
+            "holding conll2003/ and MNIST/, unset it, or pass data.root=PATH."
+        )
+    validate(compose_cfg(["data=conll", "data.root=elsewhere"]))  # not read from MTLRUN_DATA
+    validate(compose_cfg([]))  # toy data reads no folder
+    monkeypatch.delenv("MTLRUN_DATA")
+    validate(compose_cfg(["data=conll"]))

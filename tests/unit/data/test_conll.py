@@ -159,6 +159,32 @@ def test_non_utf8_byte_names_line_and_byte_offset(tmp_path: Path, newline: str) 
     )
 
 
+BOM = "\ufeff".encode()
+
+
+@pytest.mark.parametrize("docstart", [True, False])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_text(tmp_path: Path, docstart: bool) -> None:
+    """Editors on Windows save UTF-8 with a BOM: without -DOCSTART- it was glued to the first
+    word ('\\ufeffEU'); before -DOCSTART- the line read as a token with a bad chunk tag."""
+    text = GOOD if docstart else GOOD.split("\n", 2)[2]
+    path = tmp_path / "train.txt"
+    path.write_bytes(BOM + text.encode("utf-8"))
+    sentences = read_conll(path)
+    assert sentences == read_conll(_write(tmp_path, text, "plain.txt"))
+    assert sentences[0].words[0] == "EU"
+    assert sentences[0].line == (3 if docstart else 1)
+
+
+def test_non_utf8_byte_after_a_bom_counts_offsets_from_the_first_byte(tmp_path: Path) -> None:
+    path = tmp_path / "train.txt"
+    data = BOM + "EU NNP B-NP B-ORG\nCaf\xe9 NNP B-NP O\n".encode("latin-1")
+    path.write_bytes(data)
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert str(info.value).startswith(f"{path}:2: not UTF-8 text: byte 0xe9 at byte offset 24 ")
+    assert data[24] == 0xE9
+
+
 def _conll_file(path: Path, lengths: list[int]) -> list[int]:
     """Write sentences of the given lengths; return the line of each sentence's first token."""
     lines = ["-DOCSTART- -X- -X- O", ""]

@@ -39,3 +39,30 @@ def test_image_size_check_without_files() -> None:
         "kmnist: images are 14x14 but mnist images are 28x28; the tasks share one backbone input"
     )
     ImageTasksData("mnist3", {"mnist": splits(28), "kmnist": splits(28)})
+
+
+def test_a_batch_larger_than_a_tasks_training_set_is_capped_at_it(fake_data_root: Path) -> None:
+    data = mnist3_data(str(fake_data_root), tasks=["mnist", "fashion"], valid_size=16)
+    data.data["train"]["fashion"] = tuple(t[:10] for t in data.data["train"]["fashion"])
+    steps = list(data.train_steps(40, epoch=0, seed=0))
+    assert [[len(y) for _, targets in groups for y in targets.values()] for groups in steps] == [
+        [40, 10],
+        [40, 10],
+    ]  # mnist: 64 images, 2 steps of 40; fashion: its 10 images, each once, per step
+    fashion = [groups[1][1]["fashion"] for groups in steps]
+    assert all(
+        sorted(y.tolist()) == sorted(data.data["train"]["fashion"][1].tolist()) for y in fashion
+    )
+    assert data.deviations == [
+        "training batches of 10 fashion images (the whole training set, each once) instead of "
+        "trainer.batch_size=40"
+    ]
+
+
+def test_random_affine_takes_every_seed_of_numpys_range(fake_data_root: Path) -> None:
+    """The per-batch draw (seed·100003·1000003) passed torch's 2**64 limit for large seeds."""
+    data = mnist3_data(
+        str(fake_data_root), tasks=["mnist"], valid_size=16, random_affine={"mnist": 10}
+    )
+    ((images, _),) = next(data.train_steps(4, epoch=0, seed=2**32 - 1))
+    assert images.shape == (4, 1, 28, 28)

@@ -62,3 +62,20 @@ def test_text_parts_are_disjoint_and_cover_the_sentences() -> None:
     assert held.steps_per_epoch(4) == 2
     assert held.sentences["valid"] is data.sentences["valid"]
     assert held.input_spec == data.input_spec  # vocabularies of the whole training split
+
+
+def test_adashare_names_its_keys_when_the_training_set_is_too_small_to_split() -> None:
+    """A training set of 1 (``data.limit_train=1``) cannot give AdaShare its two parts."""
+    from mtlrun.methods.adashare import policy_parts
+
+    data = toy_data(n_train=3, n_valid=2, n_test=2, limit_train=1)
+    with pytest.raises(ConfigError) as info:
+        policy_parts(data, 0.2, seed=0)
+    assert str(info.value) == (
+        "`method.policy_split` (0.2) holds part of the training set out for the policy, and both "
+        "parts need at least one example, but the training set has 1. Raise `data.limit_train` "
+        "to 2 or more (or set it to null), or use a method without a policy split (e.g. "
+        "method=hard)."
+    )
+    weights, policy = policy_parts(toy_data(n_train=2, n_valid=2, n_test=2), 0.2, seed=0)
+    assert (weights.steps_per_epoch(1), policy.steps_per_epoch(1)) == (1, 1)

@@ -178,3 +178,25 @@ def test_bad_tag_schemes_are_config_errors_naming_the_key() -> None:
         "Found `data.tag_schemes.ner = iobes`.",
         "`data.tag_schemes.pos`: 'pos' is not a span task; span tasks are ['chunk', 'ner'].",
     ]
+
+
+def test_a_batch_larger_than_the_training_set_is_capped_at_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trainer.batch_size=100000 on the toy set repeated each sentence in a batch (22 GB)."""
+    note = "training batches of 5 toy sentences (the whole training set, each once) instead of "
+    for batching in ("random", "buckets"):
+        data = toy_data(n_train=5, n_valid=2, n_test=2, batching=batching, buckets=2)
+        with caplog.at_level(logging.WARNING, logger="mtlrun.data"):
+            (step,) = data.train_steps(1000, epoch=0, seed=0)
+            three = list(data.train_steps(1000, epoch=1, seed=0, steps=3))
+        ((inputs, _),) = step
+        assert inputs.words.shape[0] == 5
+        assert [groups[0][0].words.shape[0] for groups in three] == [5, 5, 5]
+        assert data.deviations[-1] == note + "trainer.batch_size=1000"
+        assert sum(d.startswith(note) for d in data.deviations) == 1  # recorded once
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(w.startswith(note) for w in warnings)
+    small = toy_data(n_train=5, n_valid=2, n_test=2)
+    assert [len(g[0][0].words) for g in small.train_steps(5, epoch=0, seed=0)] == [5]
+    assert small.deviations == []

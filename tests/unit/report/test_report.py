@@ -379,6 +379,15 @@ def test_cli_empty_folder_exits_1_naming_it(
     assert capsys.readouterr().err == f"mtlrun-report: no metrics.json found under {tmp_path}\n"
 
 
+def test_cli_missing_folder_exits_1_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "outputs" / "no_such_sweep"
+    assert main([str(missing)]) == 1
+    assert capsys.readouterr().err == f"mtlrun-report: no such folder: {missing}\n"
+    assert not missing.exists()
+
+
 def test_cli_requested_table_without_runs_exits_1(
     runs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -232,6 +232,20 @@ def test_fig6_table_by_hand(runs: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert any(NOTE in note for note in table.notes)
 
 
+def test_a_seed_repeated_by_another_sweep_counts_once_in_the_balancer_figures(runs: Path) -> None:
+    """equal seed 1 again (another sweep, newer): n stays 2 and the newer run's numbers are used."""
+    columns = {**_losses([2.0, 1.0, 0.1], [2.0, 1.0, 0.1], 30.0), "time/balancer_s": [2.0] * 3}
+    overrides = ["balancer=equal", "balancer.kkt_every=0"]
+    metrics = _metrics("equal", {"mnist": 0.98, "fashion": 0.8}, overrides, seed=1)
+    _write(runs, "zz_equal_s1_again", metrics, columns)
+    os.utime(runs / "zz_equal_s1_again" / "metrics.json", (2e9, 2e9))
+    table = fig6_table(collect(runs))
+    equal = _rows(table)["equal †"]
+    assert equal[2] == "2"
+    assert equal[8] == "94.00 ± 5.66"  # mnist: seed 0 0.90 and the newer seed 1 0.98
+    assert any("`equal_s1` repeats seed 1 of equal" in n for n in table.notes)
+
+
 def test_fig3_table_by_hand(runs: Path) -> None:
     table = fig3_table(collect(runs))
     assert table.headers[:5] == ["Balancer", "Solver", "Data", "n", "Epochs"]

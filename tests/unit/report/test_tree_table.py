@@ -7,6 +7,7 @@ Hand values: searched kmnist accuracies 0.91 / 0.93 -> 0.9200 ± 0.0141; affinit
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,18 @@ def test_runs_table_comes_with_the_adashare_policies(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
     assert "| ada | mnist | 1/2 | layer1_1 (0.25) |" in out
     assert "| ada | fashion | 2/2 | – |" in out
+
+
+def test_a_repeated_seed_counts_once_in_table1_and_the_affinity(tmp_path: Path) -> None:
+    _write(tmp_path)
+    again = _metrics(0, 0.99, None, 0.010)  # seed 0 of the searched tree, run again later
+    (tmp_path / "z_rerun").mkdir()
+    (tmp_path / "z_rerun" / "metrics.json").write_text(json.dumps(again))
+    os.utime(tmp_path / "z_rerun" / "metrics.json", (2e9, 2e9))  # the newest
+    table = table1(collect(tmp_path))
+    rows = {row[0]: dict(zip(table.headers, row, strict=True)) for row in table.rows}
+    assert rows["searched"]["n"] == "2"  # seeds 0 (the rerun) and 1
+    assert rows["searched"]["kmnist acc"] == "0.9600 ± 0.0424"  # 0.99 and 0.93
+    assert any("`searched_seed0` repeats seed 0 of the searched tree" in n for n in table.notes)
+    affinity = {row[0]: row for row in affinity_table(collect(tmp_path)).rows}
+    assert affinity["kmnist–mnist"][1:3] == ["2", "0.0080 ± 0.0028"]  # 0.010 and 0.006
