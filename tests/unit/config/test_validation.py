@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
@@ -173,11 +175,18 @@ def test_values_that_failed_with_a_traceback_are_one_line_naming_the_key(
 
 
 def test_seeds_at_the_ends_of_numpys_range_are_valid(compose_cfg) -> None:
-    import numpy as np
+    """The bounds validate accepts are the ones every generator a run seeds accepts."""
+    from mtlrun.run import seed_everything
 
     for seed in (0, 2**32 - 1):
-        validate(compose_cfg([f"trainer.seed={seed}"]))
-        np.random.seed(seed)
+        cfg = compose_cfg([f"trainer.seed={seed}"])
+        validate(cfg)
+        seed_everything(cfg.trainer.seed)
+        first = (torch.rand(1).item(), np.random.rand())
+        seed_everything(cfg.trainer.seed)
+        assert (torch.rand(1).item(), np.random.rand()) == first  # seeded, reproducibly
+    with pytest.raises(ValueError):
+        np.random.seed(2**32)  # one past the bound: numpy refuses it
 
 
 def test_an_empty_mtlrun_data_is_refused_naming_it(compose_cfg, monkeypatch) -> None:
