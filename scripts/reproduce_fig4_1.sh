@@ -3,6 +3,9 @@
 # keep_ratio 0.1 ... 0.9, then the report's table and curve (report_keep_ratio.png).
 #   MTLRUN_DATA=../shared/data scripts/reproduce_fig4_1.sh
 #   REDUCED=1 MTLRUN_DATA=../shared/data scripts/reproduce_fig4_1.sh
+# The nine runs share one search (trainer.search_cache, README "Sweeps"): the first searches,
+# the others load its warm-up and search phases and only discretise and fine-tune; a Table 4.2
+# DML row run earlier from the same folder with the same settings shares it too.
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/_reproduce_common.sh"
 OUT=${OUT:-outputs/fig4_1/$stamp}
