@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from mtlrun.report.collect import Record, get, scan
-from mtlrun.report.groups import Group, group_runs
+from mtlrun.report.groups import Group, describe_repeat, group_runs
 from mtlrun.report.paper import CONLL_COLUMNS, TABLE_4_2, TABLE_4_3
 from mtlrun.report.table import NA, fmt_k, fmt_number, fmt_stat, mean_std
 
@@ -173,6 +173,7 @@ def _table(root: Path, table: ResultTable, singles: list[Group], causes: Mapping
     provenance: list[list[str]] = []
     notes: list[str] = []
     missing: list[str] = []
+    repeats: list[str] = []  # a seed several kept runs had: the newest is used
     for method, warmup in table.rows:
         group = _find(records, method, warmup)
         label = TABLE_4_2[method].label + ("" if warmup is None else _init(warmup))
@@ -204,6 +205,7 @@ def _table(root: Path, table: ResultTable, singles: list[Group], causes: Mapping
         row += [fmt_k(used), f"{TABLE_4_2[method].params_k}k" if warmup is None else NA]
         rows.append(row)
         provenance.append(_provenance(label, group, root))
+        repeats += [describe_repeat(r, label) for r in group.repeats]
     lines = [f"### {table.title}", ""]
     if rows:
         lines += [_md(headers), _md(["---"] * len(headers)), *map(_md, rows), ""]
@@ -213,6 +215,7 @@ def _table(root: Path, table: ResultTable, singles: list[Group], causes: Mapping
         heads = ["System", "Seeds", "Protocol", "Epochs per phase", "Search s", "Device",
                  "Wall time", "Commit", "Folder"]  # fmt: skip
         lines += [_md(heads), _md(["---"] * len(heads)), *map(_md, provenance), ""]
+        lines += [f"{n}  " for n in repeats] + ([""] if repeats else [])
     if missing:
         lines += [f"Not run at the full protocol yet: {', '.join(missing)}.", ""]
     return "\n".join(lines)

@@ -149,3 +149,18 @@ def test_cli_writes_the_readme_section_and_keeps_a_run(tmp_path: Path, capsys) -
     assert main([str(run), "--keep", str(root / "table4_2" / "hard")]) == 0
     assert main([str(run), "--keep", str(root / "table4_2" / "hard")]) == 1
     assert "already holds a result" in capsys.readouterr().err
+
+
+def test_a_seed_kept_twice_counts_once_and_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_run(root / "table4_2" / "single", metrics("single", 0.95, 0.89, 0.90))
+    old, new = metrics("hard", 0.90, 0.88, 0.90), metrics("hard", 0.96, 0.88, 0.90)
+    old["run"]["finished_at"], new["run"]["finished_at"] = (
+        "2026-01-01T00:00:00",
+        "2026-02-01T00:00:00",
+    )
+    write_run(root / "table4_2" / "hard_old", old)
+    write_run(root / "table4_2" / "hard", new)
+    section = results_section(root)
+    assert "| Hard | 96.00 | 95.34 | +1.00 ‡1 |" in section  # the newer run alone, not 93.00 ± 4.24
+    assert "`hard_old` repeats seed 0 of Hard; the newest, `hard`, is used." in section
