@@ -518,6 +518,11 @@ class CNNBiLSTM:
     def _load(self, word_vectors: str | None) -> WordVectors | None:
         if word_vectors is None:
             return None
+        _require(
+            bool(str(word_vectors).strip()),
+            "`backbone.word_vectors` is empty (MTLRUN_WORD_VECTORS set but empty?): give a "
+            "GloVe-format file, or leave it unset (null) for random word embeddings.",
+        )
         words = self.input_spec.words[: self.input_spec.n_words]
         _require(bool(words), "`word_vectors` needs the data set's word forms (input_spec.words).")
         return read_vectors(word_vectors, set(words) | {w.lower() for w in words}, self.word_dim)

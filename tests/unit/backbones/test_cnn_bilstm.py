@@ -160,6 +160,14 @@ def test_without_word_vectors_unseen_forms_read_unknown_and_it_is_a_deviation() 
     assert any(d.startswith("random word embeddings") for d in backbone.deviations)
 
 
+def test_an_empty_word_vectors_path_is_one_error_naming_the_key() -> None:
+    """``MTLRUN_WORD_VECTORS=`` (set but empty) gave "." and "cannot read ... Is a directory"."""
+    spec = InputSpec("text", n_words=4, n_chars=5, words=WORDS[:4], n_train_words=3)
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match=r"`backbone.word_vectors` is empty"):
+            CNNBiLSTM(input_spec=spec, **TINY, word_vectors=empty)
+
+
 def test_word_dropout_replaces_words_by_unknown_in_training_only() -> None:
     backbone = CNNBiLSTM(input_spec=SPEC, **TINY, word_dropout=0.3)
     embed = backbone.make_block("embed")
