@@ -67,7 +67,13 @@ def resume_folder(folder: Path, config: dict[str, Any], key: str) -> Resume:
             f"({folder / 'checkpoints' / 'last.pt'} does not exist)."
         )
     main = folder / "checkpoints" / "last.pt"
-    payload = checkpoint.load(main) if main.is_file() else None
+    try:
+        payload = checkpoint.load(main) if main.is_file() else None
+    except ConfigError as e:  # truncated or damaged: say the way on, not only what broke
+        raise ConfigError(
+            f"{e}. Nothing can continue from it: delete {folder} and start the run again "
+            "(a sweep re-run with trainer.resume=true then starts that job afresh)."
+        ) from None
     saved = saved_config(folder)
     if saved is None:
         saved = (payload or {}).get("config", {})

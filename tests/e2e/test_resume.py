@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,21 @@ def test_the_sweep_objective_is_the_mean_primary_validation_metric() -> None:
     }
     assert objective(metrics) == pytest.approx((0.9 + 0.5) / 2)
     assert objective({"valid": {}}) is None
+
+
+def test_a_truncated_checkpoint_in_the_runs_own_folder_says_the_way_on(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """A run restarted into its folder whose last.pt is damaged cannot continue it: the error
+    says what to delete, and after that the run trains again in that folder."""
+    folder = tmp_path / "outputs" / "job"
+    run(compose_cfg([*BASE, "trainer.max_epochs=2"]), folder)
+    (folder / "metrics.json").unlink()  # killed hard after its checkpoint
+    last = folder / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    again = [*BASE, "trainer.max_epochs=2", "trainer.resume=true"]
+    with pytest.raises(ConfigError, match=rf"cannot read checkpoint .*delete {folder} and"):
+        run(compose_cfg(again), folder)
+    shutil.rmtree(folder)
+    metrics = run(compose_cfg([*BASE, "trainer.max_epochs=2"]), folder)
+    assert metrics["epochs"]["trained"] == 2 and metrics["run"]["resumed_from"] is None
