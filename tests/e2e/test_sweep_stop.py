@@ -85,20 +85,28 @@ def running_jobs(out: Path) -> Callable[[], bool]:
     return lambda: bool(list(out.glob("*/checkpoints/last.pt")))
 
 
+def training_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, dict[int, str]]:
+    """A long joblib sweep, once one of its jobs saved a checkpoint: its process, its folder
+    and its worker processes (the sweep is killed if it never gets there)."""
+    needs("hydra_plugins.hydra_joblib_launcher")
+    out = tmp_path / "sweep"
+    proc = start([f"hydra.sweep.dir={out}", *LONG], tmp_path)
+    try:
+        wait_for(running_jobs(out), 240, "no job saved a checkpoint")
+        return proc, out, children(proc.pid)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def test_killing_a_joblib_sweep_ends_its_workers(tmp_path: Path) -> None:
     """SIGKILL to the sweep's process: its loky workers see it gone, stop their jobs after the
     mini-batch (results so far written, marked interrupted) and end, instead of training on
     and then idling with their memory for good."""
-    needs("hydra_plugins.hydra_joblib_launcher")
-    out = tmp_path / "sweep"
-    proc = start([f"hydra.sweep.dir={out}", *LONG], tmp_path)
-    workers: dict[int, str] = {}
-    try:
-        wait_for(running_jobs(out), 240, "no job saved a checkpoint")
-        workers = children(proc.pid)
-    finally:
-        proc.kill()
-        proc.wait()
+    proc, out, workers = training_sweep(tmp_path)
+    proc.kill()
+    proc.wait()
     try:
         assert workers
         wait_for(lambda: not alive(workers), 60, "the sweep's workers still run")
@@ -118,13 +126,8 @@ def test_sigterm_stops_a_joblib_sweep_with_its_results_and_ends_its_workers(
     """SIGTERM to the sweep's process: the running jobs stop after their mini-batch and write
     their results, the others do not start, report.md lists them all, the sweep exits 143 and
     no worker is left."""
-    needs("hydra_plugins.hydra_joblib_launcher")
-    out = tmp_path / "sweep"
-    proc = start([f"hydra.sweep.dir={out}", *LONG], tmp_path)
-    workers: dict[int, str] = {}
+    proc, out, workers = training_sweep(tmp_path)
     try:
-        wait_for(running_jobs(out), 240, "no job saved a checkpoint")
-        workers = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=120)
         wait_for(lambda: not alive(workers), 60, "the sweep's workers still run")
