@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
-from mtlrun.balancers.min_norm import SOLVERS, gram_matrix, min_norm
-from mtlrun.model.paths import MultiTaskModel
+from mtlrun.balancers.base import ArgumentErrors
+from mtlrun.balancers.min_norm import SOLVERS, min_norm
+from mtlrun.balancers.per_block import PerBlock
+from mtlrun.balancers.weighting import BlockStat, Weighting
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -39,7 +40,54 @@ def check_mgda(
     errors.require(max_iter >= 1, "max_iter", "an integer >= 1", max_iter)
 
 
-class MGDA(BlockBalancer):
+class MinNorm(Weighting):
+    """The min-norm point of the convex hull of a block's (optionally normalised) task
+    gradients (seed 001 eq. 4.5), from the block's Gram matrix: MGDA's weighting.
+
+    Normalisation (Sener & Koltun) divides row t by s_t (its norm, its loss, or both), i.e. G by
+    s sᵀ; the weights α then multiply the unnormalised gradients, as in their code.
+    """
+
+    def __init__(
+        self, solver: str = "projection", max_iter: int = 250, normalize: str = "none",
+        compare_solvers: bool = False,
+    ) -> None:  # fmt: skip
+        self.solver, self.max_iter, self.normalize = solver, max_iter, normalize
+        self.compare_solvers = compare_solvers
+        self._solution: B.BlockSolution | None = None
+        self._logs: dict[str, float] = {}
+
+    def scaled(self, s: BlockStat) -> Tensor:
+        """G with row t divided by s_t (module docstring)."""
+        gram = s.gram()
+        norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(1e-12)
+        loss = s.losses.to(gram.device).clamp_min(1e-12)
+        scale = {"l2": norms, "loss": loss, "loss+": loss * norms}.get(self.normalize)
+        return gram if scale is None else gram / (scale[:, None] * scale[None, :])
+
+    def __call__(self, s: BlockStat) -> Tensor:
+        gram = self.scaled(s)
+        self._logs = {}
+        if self.compare_solvers:
+            for solver in ("frank_wolfe", "projection"):
+                result = min_norm(gram, solver=solver, gram=True, max_iter=self.max_iter)
+                self._logs[f"mgda/iterations/{solver}"] = float(result.iterations)
+        self._solution = None
+        sol = B.solve_gram_block(gram, s.users, self.solver, self.max_iter, self._tol)
+        self._solution = sol
+        self._logs["mgda/iterations"] = float(sol.result.iterations if sol.result else 0)
+        return sol.alpha.to(torch.float64)
+
+    _tol = 0.05  # the run's kkt_tol, set by MGDA
+
+    def logs(self) -> dict[str, float]:
+        return self._logs
+
+    def stationarity(self, s: BlockStat, tol: float) -> B.BlockSolution | None:
+        return self._solution
+
+
+class MGDA(PerBlock):
     """Multiple-gradient descent, one min-norm problem per shared block.
 
     Logs ``weight/<task>`` (mean α over the shared blocks the task uses) and
@@ -63,99 +111,16 @@ class MGDA(BlockBalancer):
     ) -> None:
         errors = ArgumentErrors()
         check_mgda(errors, len(tasks), solver, normalize, at, max_iter)
-        errors.choice("on", on, B.GRADIENT_SPACES)
-        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
-        self.solver, self.normalize, self.on, self.at = solver, normalize, on, at
-        self.max_iter = max_iter
-        self.uses_taps = on == "z"
-        # Seed 001 Fig. 3: also solve every problem met in training with both iterative solvers
-        # and log their iteration counts (the update still uses ``solver``).
-        self.compare_solvers = compare_solvers
-        self._compared: dict[str, list[int]] = {}
 
-    def _scaler(self, losses: Tensor):
-        """Gradient normalisation of Sener & Koltun, rows of the block matrix being tasks."""
+        def weighting() -> MinNorm:
+            w = MinNorm(solver, max_iter, normalize, compare_solvers)
+            w._tol = kkt_tol
+            return w
 
-        def scale(grads: Tensor) -> Tensor:
-            norms = grads.norm(dim=1).clamp_min(1e-12)
-            loss = losses.to(grads.device).clamp_min(1e-12)
-            if self.normalize == "l2":
-                return grads / norms[:, None]
-            if self.normalize == "loss":
-                return grads / loss[:, None]
-            if self.normalize == "loss+":
-                return grads / (loss * norms)[:, None]
-            return grads
+        super().__init__(tasks, weighting, "gram", on, at, kkt_every, kkt_tol, name, errors=errors)
+        self.solver, self.normalize, self.max_iter = solver, normalize, max_iter
 
-        return scale
-
-    def _solve(self, rows: Tensor, users: list[str], losses: dict[str, Tensor]) -> B.BlockSolution:
-        values = torch.stack([losses[t].detach().double() for t in users])
-        scale = self._scaler(values)
-        if self.compare_solvers and len(users) > 1:
-            gram = gram_matrix(scale(rows.double()))
-            for solver in ("frank_wolfe", "projection"):
-                result = min_norm(gram, solver=solver, gram=True, max_iter=self.max_iter)
-                self._compared.setdefault(solver, []).append(result.iterations)
-        return B.solve_block(rows, users, self.solver, self.max_iter, self.monitor.tol, scale)
-
-    def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
-        if self.on == "z":
-            solutions = self._backward_z(losses, model)
-        else:
-            solutions = self._backward_params(losses, model)
-        if self.monitor.due():
-            self.monitor.record(solutions)
-        return self._log(losses, solutions)
-
-    def _backward_params(
-        self, losses: dict[str, Tensor], model: MultiTaskModel
-    ) -> list[B.BlockSolution]:
-        tasks = list(losses)
-        params = B.trainable(model)
-        per_task = B.task_param_grads(losses, params)
-        done: set[int] = set()
-        solutions = []
-        for blk in B.param_blocks(model, params, tasks):
-            done.update(blk.ks)
-            rows = torch.stack([B.flat(per_task[t], blk.ks, params) for t in blk.users])
-            sol = self._solve(rows, blk.users, losses)
-            if sol.result is not None:
-                solutions.append(sol)
-            combined = (sol.alpha.to(rows.device, rows.dtype)[:, None] * rows).sum(0)
-            B.assign(combined, blk.ks, params)
-        B.add_outside_blocks(per_task, params, done)
-        return solutions
-
-    def _backward_z(
-        self, losses: dict[str, Tensor], model: MultiTaskModel
-    ) -> list[B.BlockSolution]:
-        tasks = list(losses)
-        ends = B.representation_ends(model, tasks, self.at)
-        zs = B.shared_outputs(model, ends, tasks, self.name)
-        grads = B.task_representation_grads(losses, model, zs)
-        replacements, solutions = {}, []
-        for b in ends:
-            users = [t for t in tasks if b in grads[t]]
-            rows = torch.stack([grads[t][b].flatten() for t in users])
-            sol = self._solve(rows, users, losses)
-            solutions.append(sol)
-            alpha = sol.alpha.to(rows.device, rows.dtype)
-            direction = sum(a * grads[t][b] for a, t in zip(alpha, users, strict=True))
-            replacements[b] = (zs[b], direction)
-        B.backward_replacing(torch.stack(list(losses.values())).sum(), replacements)
-        return solutions
-
-    def _log(self, losses: dict[str, Tensor], solutions: list[B.BlockSolution]) -> dict[str, float]:
-        weights: dict[str, list[float]] = {t: [] for t in losses}
-        iterations = 0
-        for sol in solutions:
-            iterations += sol.result.iterations if sol.result is not None else 0
-            for t, a in zip(sol.users, sol.alpha.tolist(), strict=True):
-                weights[t].append(a)
-        log = {f"weight/{t}": (sum(w) / len(w) if w else 1.0) for t, w in weights.items()}
-        log["mgda/iterations"] = iterations / len(solutions) if solutions else 0.0
-        for solver, counts in self._compared.items():
-            log[f"mgda/iterations/{solver}"] = sum(counts) / len(counts)
-        self._compared = {}
+    def _log(self, losses: dict[str, Tensor], weights) -> dict[str, float]:
+        log = super()._log(losses, weights)
+        log.setdefault("mgda/iterations", 0.0)  # no shared block: nothing to solve
         return log

@@ -352,6 +352,37 @@ class HybridConf(BalancerConf):
     kkt_tol: float = 0.05
 
 
+@dataclass
+class PerBlockConf(BalancerConf):
+    """Any weighting applied per shared block by the driver (mtlrun/balancers/per_block.py)."""
+
+    _target_: str = "mtlrun.balancers.per_block.PerBlock"
+    name: str = MISSING
+    paper: str = ""  # the reference (shown by --help)
+    # The weighting: a node with _target_ (mtlrun's or torchjd's class) and _partial_: true, built
+    # once per block; its arguments are balancer.weighting.<key>. Any: each has its own keys.
+    weighting: Any = MISSING
+    stat: str = "auto"  # what the weighting reads: auto | gram | factor | rows | direction
+    on: str = "params"  # params | z (block outputs; shared input only)
+    at: str = "segment"  # where on=z balances: segment | block
+    kkt_every: int = 1  # the monitor reuses the block Gram matrices: every step is free
+    kkt_tol: float = 0.05
+    deviations: list[str] = field(default_factory=list)  # departures from the authors' code
+
+
+@dataclass
+class LossBasedConf(BalancerConf):
+    """A weighting of the task losses (mtlrun/balancers/loss_based.py)."""
+
+    _target_: str = "mtlrun.balancers.loss_based.LossBalancer"
+    name: str = MISSING
+    paper: str = ""
+    weighting: Any = MISSING  # _target_ + _partial_: true; arguments balancer.weighting.<key>
+    kkt_every: int = 10
+    kkt_tol: float = 0.05
+    deviations: list[str] = field(default_factory=list)
+
+
 # -------------------------------------------------------------------------- optim
 
 
@@ -442,6 +473,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "mgda": MGDAConf,
         "mgda_ub": MGDAUBConf,
         "hybrid": HybridConf,
+        "per_block": PerBlockConf,
+        "loss_based": LossBasedConf,
     },
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},

@@ -4,6 +4,8 @@ not make sense")."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,14 +17,13 @@ from mtlrun.training.loop import TrainSettings, train_epoch
 from tests.conftest import TINY_TEXT, TOY_SMALL
 
 METHODS = ["single", "hard", "soft", "hierarchical", "single_subnet", "sparse_imp", "sparse_ste"]
+# Every YAML of conf/balancer is enrolled automatically, plus the representation-gradient forms.
+SHIPPED = sorted(p.stem for p in (Path(__file__).parents[3] / "conf" / "balancer").glob("*.yaml"))
 BALANCERS = [
-    ["balancer=equal"],
-    ["balancer=uncertainty"],
-    ["balancer=gradnorm"],
+    *([f"balancer={name}"] for name in SHIPPED),
     ["balancer=gradnorm", "balancer.on=z"],
-    ["balancer=mgda"],
-    ["balancer=mgda_ub"],
-    ["balancer=hybrid"],
+    ["balancer=upgrad", "balancer.on=z"],
+    ["balancer=graddrop", "balancer.on=z"],
 ]
 REPRESENTATION = {"balancer.on=z", "balancer=mgda_ub"}
 PER_TASK_OUTPUTS = {"soft", "single_subnet", "sparse_imp", "sparse_ste"}
