@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mtlrun.balancers import blocks as B
 from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
-from mtlrun.balancers.weighting import BlockStat, Weighting, adapt
+from mtlrun.balancers.weighting import BlockStat, NonFiniteWeights, Weighting, adapt
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
@@ -223,8 +223,8 @@ def _takes(factory: Any, name: str) -> bool:
 
 def _check_weights(w: Tensor, s: BlockStat, balancer: str) -> None:
     if w.shape != (len(s.users),) or not bool(torch.isfinite(w).all()):
-        raise FloatingPointError(
+        raise NonFiniteWeights(
             f"balancer={balancer} gave block {s.block!r} the weights {w.tolist()} for tasks "
-            f"{s.users}: not one finite weight per task. Its Gram matrix was "
-            f"{s.gram().tolist()}."
+            f"{s.users}: not one finite weight per task (its Gram matrix was "
+            f"{s.gram().tolist()})"
         )

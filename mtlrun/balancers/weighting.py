@@ -22,6 +22,7 @@ Nash-MTL's warm start, MoCo's tracked gradients) keep their state per block.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ class BlockStat:
         return self.cache["factor"]
 
 
+class NonFiniteWeights(ValueError):
+    """A weighting gave a block NaN/inf weights (or the wrong number) from finite gradients.
+
+    The trainer stops the run as diverged (its best epoch is still tested and written)."""
+
+
 class Weighting:
     """mtlrun's weighting protocol: ``__call__(stat) -> (T,) weights`` (float64).
 
@@ -118,11 +125,16 @@ class Adapted(Weighting):
             return self.inner(stat)  # direction: an aggregator's output, shape (d,)
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self.inner).items() if _plain_state(k, v)}
+        attrs = {k: v for k, v in vars(self.inner).items() if _plain_state(k, v)}
+        buffers = dict(getattr(self.inner, "_buffers", {}))  # None buffers too (not yet set)
+        # copies: torchjd updates some of them in place on the next call
+        return copy.deepcopy({"attrs": attrs, "buffers": buffers}) if attrs or buffers else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
+        for k, v in state.get("attrs", {}).items():
             setattr(self.inner, k, v)
+        for k, v in state.get("buffers", {}).items():
+            self.inner._buffers[k] = v
         rebuild = getattr(self.inner, "_init_optim_problem", None)
         if state and rebuild is not None:  # Nash-MTL: its cvxpy problem is not state
             rebuild()
@@ -132,7 +144,10 @@ def _plain_state(key: str, value: Any) -> bool:
     """A torchjd object's own state: attributes nn.Module does not set, of plain types."""
     if key in _MODULE_KEYS:
         return False
-    return isinstance(value, (Tensor, int, float, type(None))) or type(value).__module__ == "numpy"
+    if isinstance(value, (tuple, list)):  # e.g. a state key (shape, dtype, device)
+        return all(_plain_state("", v) for v in value)
+    plain = (Tensor, int, float, str, type(None), torch.dtype, torch.device)
+    return isinstance(value, plain) or type(value).__module__ == "numpy"
 
 
 _MODULE_KEYS = frozenset(vars(torch.nn.Module()))

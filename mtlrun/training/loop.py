@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mtlrun.balancers.base import Balancer
+from mtlrun.balancers.weighting import NonFiniteWeights
 from mtlrun.data.base import MultiTaskData, Task
 from mtlrun.errors import StorageError
 from mtlrun.methods.base import PolicyStep
@@ -99,6 +100,14 @@ class Diverged(Exception):
             f"{where}; the learning rate (optim.lr) is the likely cause: lower it, or clip "
             "gradients (trainer.grad_clip)"
         )
+
+
+class BalancerDiverged(Diverged):
+    """The balancer's weights became non-finite although every loss was finite."""
+
+    def __init__(self, note: str, epoch: int, step: int) -> None:
+        self.info = {"task": None, "epoch": epoch, "step": step, "loss": None}
+        Exception.__init__(self, f"training diverged at epoch {epoch}, step {step}: {note}")
 
 
 class NonFiniteWatch:
@@ -215,8 +224,10 @@ def train_epoch(
             started = time.perf_counter()
             try:
                 logged = balancer.backward(losses, model)
-            except ValueError:  # e.g. min_norm on non-finite gradients: say where and why
+            except ValueError as e:  # e.g. min_norm on non-finite gradients: say where and why
                 watch.check(epoch)
+                if isinstance(e, NonFiniteWeights):
+                    raise BalancerDiverged(str(e), epoch + 1, step) from None
                 raise
             for key, value in logged.items():
                 logs[key] = logs.get(key, 0.0) + value
