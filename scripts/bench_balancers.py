@@ -10,7 +10,8 @@ MTLRUN_DATA, the real files: mnist3 (data.missing_train=split_test when KMNIST l
 images) and conll when ``conll2003/`` is there, else toy.
 
 Rows: equal, uncertainty, gradnorm (on=params, on=z), mgda (projection, frank_wolfe), mgda_ub,
-and hybrid in each of its phases (its MGDA phase is reached by two epoch ends without progress).
+hybrid in each of its phases (its MGDA phase is reached by two epoch ends without progress), then
+every other balancer YAML under conf/balancer with its defaults (enrolled automatically).
 Representation-gradient rows are refused on mnist3 (no shared input) and say so; a balancer
 missing from this tree is skipped with a note. The Pareto-stationarity monitor is off
 (``balancer.kkt_every=0``) wherever a balancer has that key. Goals (issue 5): mgda_ub at most
@@ -64,6 +65,13 @@ ROWS = (
     Row("hybrid (gradnorm phase)", ("balancer=hybrid",)),
     Row("hybrid (mgda phase)", ("balancer=hybrid",), mgda_phase=True),
 )
+# Every other YAML of conf/balancer is enrolled as it is (one row each, its defaults).
+CONF = Path(__file__).resolve().parents[1] / "conf" / "balancer"
+_COVERED = {"equal", "uncertainty", "gradnorm", "mgda", "mgda_ub", "hybrid"}
+ROWS += tuple(
+    Row(p.stem, (f"balancer={p.stem}",)) for p in sorted(CONF.glob("*.yaml"))
+    if p.stem not in _COVERED
+)  # fmt: skip
 # (backbone, row label) -> at most this many times equal's seconds per step.
 GOALS = {("cnn_bilstm", "mgda_ub"): 1.3, ("lenet_bn", "mgda projection"): 2.0}
 

@@ -66,7 +66,7 @@ class LossBalancer(BlockBalancer):
     ) -> None:
         super().__init__(tasks, name, kkt_every, kkt_tol, ArgumentErrors())
         self.paper = paper
-        self.deviations = list(deviations)
+        self.deviations = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
         try:
             self.weighting = weighting(tasks=list(tasks))
         except (TypeError, ValueError) as e:

@@ -59,7 +59,7 @@ class PerBlock(BlockBalancer):
         super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.factory, self.stat, self.on, self.at = weighting, stat, on, at
         self.paper = paper
-        self.deviations = list(deviations)
+        self.deviations = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
         self.uses_taps = on == "z"
         self.weightings: dict[str, Weighting] = {}
         self._pending: dict[str, Any] = {}

@@ -371,6 +371,27 @@ class PerBlockConf(BalancerConf):
 
 
 @dataclass
+class IMTLConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.imtl.IMTL"
+    name: str = "imtl"
+    lr: float = 1e-3  # Adam on the loss scales s_t (IMTL-L)
+    on: str = "params"
+    at: str = "segment"
+    kkt_every: int = 1
+    kkt_tol: float = 0.05
+
+
+@dataclass
+class DBMTLConf(BalancerConf):
+    _target_: str = "mtlrun.balancers.db_mtl.DualBalancing"
+    name: str = "db_mtl"
+    beta: float = 0.9  # EMA of the log-loss gradients (LibMTL's DB_beta)
+    beta_sigma: float = 0.0  # the EMA's step decay k^-beta_sigma (DB_beta_sigma)
+    kkt_every: int = 1
+    kkt_tol: float = 0.05
+
+
+@dataclass
 class LossBasedConf(BalancerConf):
     """A weighting of the task losses (mtlrun/balancers/loss_based.py)."""
 
@@ -475,6 +496,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hybrid": HybridConf,
         "per_block": PerBlockConf,
         "loss_based": LossBasedConf,
+        "imtl": IMTLConf,
+        "db_mtl": DBMTLConf,
     },
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},

@@ -71,12 +71,18 @@ def jacobian(m: MultiTaskModel, losses: dict, block: str) -> torch.Tensor:
 def reference(name: str):
     """torchjd's aggregator for the YAML's weighting (None for mtlrun's own weightings)."""
     from torchjd.aggregation import (
+        IMTLG,
         Aggregator,
+        CAGrad,
         GramianWeightedAggregator,
         WeightedAggregator,
     )
     from torchjd.aggregation._weighting_bases import _GramianWeighting
 
+    if name == "imtl_g":  # mtlrun's IMTL-G: torchjd's on well-conditioned gradients
+        return IMTLG()
+    if name == "cagrad":  # torchjd's CAGrad, divided by 1 + c² (the authors' rescale=1)
+        return lambda j: CAGrad(c=0.5)(j) / 1.25
     factory = instantiate(spec(name)["weighting"])
     kwargs = {"n_tasks": len(TASKS)} if name == "nash_mtl" else {}
     inner = factory(**kwargs)
@@ -159,7 +165,9 @@ def test_badly_scaled_gradients_give_finite_updates(name: str, case: str) -> Non
     update = out if w.stat == "direction" else out.to(rows.dtype) @ rows
     assert update.shape == (12,)
     assert torch.isfinite(update).all(), (name, case, out)
-    if name != "fairgrad":  # its update scales as 1/||g|| (G w = w^(-1/alpha)) by design
+    # By design FairGrad's update scales as 1/||g|| (G w = w^(-1/alpha)) and MoCo's has the
+    # length of the losses (it normalises each gradient to its loss), whatever ||g|| is.
+    if name not in ("fairgrad", "moco"):
         # the update never grows beyond the sum of the task gradients' norms (times a small factor)
         assert float(update.norm()) <= 10 * float(rows.norm(dim=1).sum()) + 1e-12
 
@@ -182,7 +190,7 @@ def test_non_finite_weights_stop_the_run_naming_the_block() -> None:
         PerBlock(TASKS, Broken, name="broken").backward(losses_of(m), m)
 
 
-STATEFUL = ["gradvac", "nash_mtl", "excess_mtl", "modo", "sdmgrad"]
+STATEFUL = ["gradvac", "nash_mtl", "excess_mtl", "modo", "sdmgrad", "moco"]
 
 
 @pytest.mark.parametrize("name", STATEFUL)
@@ -202,7 +210,7 @@ def test_state_round_trip_continues_identically(name: str) -> None:
     resumed.load_state_dict(saved)
     got = step(resumed, m, 3)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-    if name in ("gradvac", "excess_mtl", "modo"):  # the others converge from any warm start
+    if name in ("gradvac", "excess_mtl", "modo", "moco"):  # the others converge from any warm start
         fresh = step(balancer(name), m, 3)
         assert not torch.allclose(fresh, want, rtol=1e-6, atol=0)  # the state mattered
 

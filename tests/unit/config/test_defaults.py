@@ -50,6 +50,7 @@ READ_BY_RUN = {
 # Component keywords with a default that no config key reaches.
 NOT_CONFIG = {
     ("trainer", "default"): {"update": "set by the method (joint or per-task updates)"},
+    ("balancer", "per_block"): {"errors": "a subclass's argument problems, raised with its own"},
 }
 
 # Values that a group option's YAML sets besides its own schema, on purpose: the one place for
@@ -191,6 +192,42 @@ def _yaml_restatements(group: str, option: str) -> list[str]:
     return problems
 
 
+# Schemas of a driver that many options share (each option's YAML names its weighting): they
+# have no YAML of their own. The option is then the one place for what its YAML sets under
+# DRIVER_KEYS; the arguments of an mtlrun weighting must equal that class's signature defaults
+# (torchjd's weightings take LibMTL's published values over torchjd's own on purpose).
+DRIVERS = {("balancer", "per_block"), ("balancer", "loss_based")}
+DRIVER_KEYS = {"name", "paper", "weighting", "stat", "deviations"}
+
+
+def _driver_option(group: str, option: str) -> str | None:
+    """The driver schema an option's YAML pulls, if any."""
+    defaults = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()).get("defaults", [])
+    for g, driver in DRIVERS:
+        if g == group and f"/schema/{group}/{driver}@_here_" in defaults:
+            return driver
+    return None
+
+
+def _weighting_drift(group: str, option: str) -> list[str]:
+    body = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())
+    problems = [f"{option}.yaml sets `{group}.{k}`: only {sorted(DRIVER_KEYS)} belong to a "
+                "driver option" for k in body if k not in DRIVER_KEYS | {"defaults"}]  # fmt: skip
+    node = dict(body.get("weighting") or {})
+    target = node.pop("_target_", "")
+    node.pop("_partial_", None)
+    if target.startswith("mtlrun."):
+        module, _, name = target.rpartition(".")
+        signature = _signature_defaults(getattr(importlib.import_module(module), name))
+        for key, value in node.items():
+            if key not in signature:
+                problems.append(f"`{group}.weighting.{key}` is not a keyword of {target}")
+            elif _plain(signature[key]) != _plain(value):
+                problems.append(f"`{group}.weighting.{key}`: {option}.yaml {value!r}, "
+                                f"{target} {signature[key]!r}")  # fmt: skip
+    return problems
+
+
 CASES = sorted(
     {(g, o) for g, options in SCHEMAS.items() for o in options}
     | {(g, p.stem) for g in SCHEMAS for p in (CONF / g).glob("*.yaml")}
@@ -204,6 +241,14 @@ def test_each_default_lives_in_one_place(group: str, option: str) -> None:
     experiment/ presets are not checked: they pin a paper's settings on purpose, so that a later
     change of a default leaves them as published.
     """
+    if (group, option) in DRIVERS:
+        problems = _signature_drift(group, option)
+        assert not problems, f"{group}={option}: defaults in two places:\n" + "\n".join(problems)
+        return
+    if option not in SCHEMAS[group] and _driver_option(group, option):
+        problems = _weighting_drift(group, option)
+        assert not problems, f"{group}={option}: defaults in two places:\n" + "\n".join(problems)
+        return
     assert option in SCHEMAS[group], f"conf/{group}/{option}.yaml has no schema in SCHEMAS"
     assert (CONF / group / f"{option}.yaml").is_file(), f"no conf/{group}/{option}.yaml"
     problems = _signature_drift(group, option) + _yaml_restatements(group, option)
