@@ -61,6 +61,7 @@ class DBMTL(Weighting):
     :class:`DualBalancing`)."""
 
     stat = "direction"
+    fixed_rows = True
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, log_grad: bool = True) -> None:
         errors = ArgumentErrors("balancer.weighting")

@@ -58,6 +58,7 @@ class MoCo(Weighting):
     ``MoCo_beta_sigma`` 0.5, ``MoCo_gamma`` 0.1, ``MoCo_gamma_sigma`` 0.5, ``MoCo_rho`` 0."""
 
     stat = "direction"
+    fixed_rows = True
 
     def __init__(
         self, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1,

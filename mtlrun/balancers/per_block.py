@@ -63,7 +63,13 @@ class PerBlock(BlockBalancer):
         self.uses_taps = on == "z"
         self.weightings: dict[str, Weighting] = {}
         self._pending: dict[str, Any] = {}
-        self._make(len(self.tasks))  # a missing solver or a bad argument stops the run now
+        probe = self._make(len(self.tasks))  # a missing solver or a bad argument stops the run now
+        if on == "z" and probe.fixed_rows:
+            raise ConfigError(
+                f"`balancer={name}` keeps per-block state of the gradients' size across steps, "
+                "and block outputs change size with the batch (sentence lengths, a short last "
+                "batch): use it on parameter gradients, `balancer.on=params`."
+            )
 
     # ------------------------------------------------------------------ weightings per block
 

@@ -87,6 +87,9 @@ class Weighting:
     """
 
     stat = "gram"
+    # Its state holds vectors of the block's size (tracked gradients): the rows must keep their
+    # length from step to step, so balancer.on=z (block outputs vary with the batch) is refused.
+    fixed_rows = False
 
     def __call__(self, s: BlockStat) -> Tensor:
         raise NotImplementedError
@@ -115,7 +118,10 @@ class Adapted(Weighting):
     """
 
     def __init__(self, inner: Any, stat: str) -> None:
+        from torchjd import Stateful
+
         self.inner, self.stat = inner, stat
+        self.fixed_rows = stat in ("rows", "direction") and isinstance(inner, Stateful)
 
     def __call__(self, s: BlockStat) -> Tensor:
         stat = {"gram": s.gram, "factor": s.factor}.get(self.stat, s.rows)()

@@ -79,3 +79,27 @@ def test_image_balancer_on_separate_inputs(compose_cfg, balancer: list[str]) -> 
     shared = [n for n in before if n.startswith("blocks.conv1")]
     assert shared and any(not torch.equal(before[n], after[n]) for n in shared)
     assert all(f"train/loss/{t}" in row for t in ("mnist", "fashion"))
+
+
+ADASHARE = ["method=adashare", "backbone=resnet", "backbone.layers=[1,1,1,1]", "backbone.width=4",
+            "method.warmup_epochs=1", "method.curriculum_speed=1", "method.policy_epochs=5",
+            "method.n_samples=1"]  # fmt: skip
+TREE = ["method=tree_search", "backbone=lenet_bn", "method.n_splits=1", "method.peel_epochs=1",
+        "method.max_stationary_epochs=1", "method.similarity_batches=1",
+        "method.stationary_share=0.0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", [ADASHARE, TREE], ids=["adashare", "tree_search"])
+@pytest.mark.parametrize("balancer", ["upgrad", "famo", "moco"])
+def test_search_methods_run_with_new_balancers(compose_cfg, tmp_path, method, balancer) -> None:
+    """The phases of AdaShare (warm-up, policy search, retrain) and of the tree search (peels of
+    one task, retraining) all step the balancer: a whole tiny run finishes with test metrics."""
+    from mtlrun.run import run
+
+    cfg = compose_cfg(["data=mnist3", "data.tasks=[mnist,fashion]", "data.valid_size=16",
+                       "data.limit_train=32", "trainer.batch_size=16", "trainer.max_epochs=1",
+                       "trainer.progress=false", "trainer.plots=false", *method,
+                       f"balancer={balancer}"])  # fmt: skip
+    metrics = run(cfg, tmp_path / "run")
+    assert set(metrics["test"]) == {"mnist", "fashion"}
+    assert "diverged" not in metrics and metrics["balancer"]["name"] == balancer

@@ -254,3 +254,11 @@ def test_a_run_whose_weights_break_is_written_marked_diverged(compose_cfg, tmp_p
     assert metrics["diverged"]["epoch"] == 1
     assert "gave block" in metrics["diverged"]["note"]
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["moco", "excess_mtl"])
+def test_state_of_the_gradients_size_is_refused_on_block_outputs(name: str) -> None:
+    with pytest.raises(ConfigError, match=rf"`balancer={name}` keeps per-block state.*on=params"):
+        balancer(name, on="z")
+    assert balancer(name).on == "params"
+    assert not balancer("upgrad", on="z").weightings  # stateless: fine on block outputs
