@@ -63,8 +63,10 @@ class LossBalancer(BlockBalancer):
         name: str = "loss_based",
         paper: str = "",
         deviations: Sequence[str] = (),
+        errors: ArgumentErrors | None = None,
     ) -> None:
-        super().__init__(tasks, name, kkt_every, kkt_tol, ArgumentErrors())
+        """``errors``: a subclass's argument problems, raised with the monitor's in one error."""
+        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.paper = paper
         self.deviations = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
         try:

@@ -23,15 +23,59 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
-from mtlrun.model.paths import MultiTaskModel
+from mtlrun.balancers.base import ArgumentErrors
+from mtlrun.balancers.loss_based import LossBalancer, LossWeighting
 
 # c_t of c_t e^{−s_t} L_t + ½ s_t for each likelihood (Kendall et al. 2018, module docstring).
 LOSS_SCALE = {"classification": 1.0, "regression": 0.5}
 LOSS_TYPES = tuple(LOSS_SCALE)
 
 
-class Uncertainty(BlockBalancer):
+class KendallWeighting(LossWeighting):
+    """The loss-based weighting: learned s_t, objective Σ_t c_t e^{−s_t} L_t + ½ s_t, one Adam
+    step on s after every backward pass (module docstring)."""
+
+    def __init__(
+        self, tasks: Sequence[str], lr: float, init_log_var: float, scale: Sequence[float]
+    ) -> None:
+        super().__init__(tasks)
+        self.lr = lr
+        self.scale = torch.tensor(list(scale))
+        self.log_var = torch.full((len(self.tasks),), float(init_log_var), requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.log_var], lr=lr)
+
+    def _to(self, device: torch.device) -> None:
+        if self.log_var.device != device:
+            with torch.no_grad():
+                moved = self.log_var.detach().to(device).requires_grad_(True)
+            state = self.optimizer.state_dict()
+            self.log_var = moved
+            self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
+            self.optimizer.load_state_dict(state)
+
+    def objective(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        self._to(losses.device)
+        s = self.log_var
+        weights = self.scale.to(s.device) * torch.exp(-s)
+        self.optimizer.zero_grad(set_to_none=True)
+        return (weights * losses + 0.5 * s).sum(), weights.detach()
+
+    def after_backward(self, losses: Tensor) -> None:
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"log_var": self.log_var.detach().cpu(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        with torch.no_grad():
+            self.log_var = state["log_var"].clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class Uncertainty(LossBalancer):
     """Learned homoscedastic-uncertainty weights; logs ``weight/<task>`` = c_t e^{−s_t}, the
     weight that multiplied the task's loss in this step's gradient."""
 
@@ -51,46 +95,26 @@ class Uncertainty(BlockBalancer):
         errors.require(math.isfinite(init_log_var), "init_log_var", "finite", init_log_var)
         errors.choice("loss_type", loss_type, LOSS_TYPES)
         types = _task_types(errors, task_types, tasks)
-        super().__init__(tasks, name, kkt_every, kkt_tol, errors)
+        self.loss_types = {t: types.get(t, loss_type) for t in tasks}
+
+        def weighting(tasks: Sequence[str]) -> KendallWeighting:  # built once errors are none
+            scale = [LOSS_SCALE[self.loss_types[t]] for t in tasks]
+            return KendallWeighting(tasks, lr, init_log_var, scale)
+
+        super().__init__(tasks, weighting, kkt_every, kkt_tol, name, errors=errors)
         self.lr = lr
-        self.loss_types = {t: types.get(t, loss_type) for t in self.tasks}
-        self.scale = torch.tensor([LOSS_SCALE[self.loss_types[t]] for t in self.tasks])
-        self.log_var = torch.full((len(self.tasks),), float(init_log_var), requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.log_var], lr=lr)
-        self._index = {t: k for k, t in enumerate(self.tasks)}
 
-    def _to(self, device: torch.device) -> None:
-        if self.log_var.device != device:
-            with torch.no_grad():
-                moved = self.log_var.detach().to(device).requires_grad_(True)
-            state = self.optimizer.state_dict()
-            self.log_var = moved
-            self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
-            self.optimizer.load_state_dict(state)
-
-    def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
-        self._to(next(iter(losses.values())).device)
-        self.monitor_params(losses, model)
-        ks = torch.tensor([self._index[t] for t in losses], device=self.log_var.device)
-        s = self.log_var[ks]
-        weights = self.scale.to(s.device)[ks] * torch.exp(-s)
-        total = (weights * torch.stack(list(losses.values())) + 0.5 * s).sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        used = weights.detach().tolist()
-        return {f"weight/{t}": w for t, w in zip(losses, used, strict=True)}
+    @property
+    def log_var(self) -> Tensor:
+        """s_t, in the order of the run's tasks."""
+        assert isinstance(self.weighting, KendallWeighting)
+        return self.weighting.log_var
 
     def state_dict(self) -> dict:
-        return {"log_var": self.log_var.detach().cpu(), "optimizer": self.optimizer.state_dict()}
+        return self.weighting.state_dict()  # the layout of runs before the loss seam
 
     def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        with torch.no_grad():
-            self.log_var = state["log_var"].clone().requires_grad_(True)
-        self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state)
 
 
 def _task_types(

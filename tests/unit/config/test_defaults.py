@@ -51,6 +51,7 @@ READ_BY_RUN = {
 NOT_CONFIG = {
     ("trainer", "default"): {"update": "set by the method (joint or per-task updates)"},
     ("balancer", "per_block"): {"errors": "a subclass's argument problems, raised with its own"},
+    ("balancer", "loss_based"): {"errors": "a subclass's argument problems, raised with its own"},
 }
 
 # Values that a group option's YAML sets besides its own schema, on purpose: the one place for
