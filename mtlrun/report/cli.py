@@ -13,6 +13,7 @@ from typing import Any
 
 from mtlrun.report.balancing import compares_balancers
 from mtlrun.report.collect import Found, Record, scan
+from mtlrun.report.leaderboard import compares_many_balancers, leaderboard_table
 from mtlrun.report.plots import plot_fig3, plot_fig4, plot_fig6, plot_keep_ratio
 from mtlrun.report.policy_table import adashare_runs, policy_table
 from mtlrun.report.results import ResultError, keep_run, replace_section, results_section
@@ -40,6 +41,7 @@ BUILDERS: dict[str, Callable[[Sequence[Record]], Table]] = {
     "fig6": fig6_table,
     "fig3": fig3_table,
     "fig4": fig4_table,
+    "leaderboard": leaderboard_table,
     "table1": table1,
     "table1_affinity": affinity_table,
     "policy": policy_table,
@@ -52,6 +54,7 @@ AUTO_ONLY_IF: dict[str, Callable[[Sequence[Record]], bool]] = {
     "fig6": compares_balancers,
     "fig3": compares_solvers,
     "fig4": compares_balancers,
+    "leaderboard": compares_many_balancers,
     "table1": lambda records: bool(tree_runs(records)),
     "table1_affinity": lambda records: bool(tree_runs(records)),
     "policy": lambda records: bool(adashare_runs(records)),
@@ -86,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", *BUILDERS],
         default="auto",
         help="which table; auto (default): every table that applies, the runs table always, "
-        "fig6/fig4 when the runs hold two or more balancers, fig3 when two or more MGDA solvers "
+        "fig6/fig4 when the runs hold two or more balancers, the leaderboard when three or "
+        "more, fig3 when two or more MGDA solvers "
         "or a run with balancer.compare_solvers",
     )
     parser.add_argument(
