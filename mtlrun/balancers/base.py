@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +25,12 @@ class Balancer(Protocol):
     deviations: Sequence[str]  # departures from the authors' code (metrics.json ``fidelity``)
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]: ...
+
+    def after_step(self, recompute: Callable[[], dict[str, Tensor]]) -> None:
+        """After the optimiser step. ``recompute()`` forwards the step's mini-batch again without
+        gradient and returns the task losses (FAMO updates its weights from them); a balancer
+        that does not call it costs nothing."""
+        return None
 
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         """Entries for the epoch's row of history.csv (e.g. the KKT share); a hybrid switches."""
@@ -96,6 +102,9 @@ class BlockBalancer:
             terms = [weights[t] * g for t, gs in per_task.items() if (g := gs[k]) is not None]
             if terms:
                 B.add_grad(p, torch.stack(terms).sum(0) if len(terms) > 1 else terms[0])
+
+    def after_step(self, recompute: Callable[[], dict[str, Tensor]]) -> None:
+        return None
 
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         return self.monitor.epoch_log()

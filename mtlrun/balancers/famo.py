@@ -14,10 +14,11 @@ decay ``gamma`` (default 1e-3; PyTorch's L2 form, as theirs), so tasks whose los
 gain weight.
 
 When the update happens. The authors' trainers and LibMTL's ``Trainer`` re-run the forward pass
-on the *same* mini-batch after the optimiser step (under ``no_grad``) and update ξ with those
-losses at once. mtlrun's trainer calls ``objective`` and ``after_backward`` before its optimiser
-step and has no such extra forward, so this module stores the step's losses in
-``after_backward`` and updates ξ at the start of the next step's ``objective``, with δ from the
+on the *same* mini-batch after the optimiser step (under ``no_grad``, the model in training
+mode) and update ξ with those losses at once: ``update=same_batch`` (default) does the same
+through the trainer's ``after_step`` hook. ``update=next_batch`` saves that extra forward: it
+stores the step's losses in ``after_backward`` and updates ξ at the start of the next step's
+``objective``, with δ from the
 stored losses and the new step's losses, before computing that step's weights. The weights of
 step k+1 therefore come from the same ξ sequence in time (one Adam step per optimiser step, the
 update of step k applied before the weights of step k+1), but δ compares the losses of two
@@ -27,8 +28,8 @@ step has no update (as in theirs), and the last step's losses never update ξ.
 
 Differences from LibMTL's code (``LibMTL/weighting/FAMO.py``, ``--FAMO_w_lr 0.025
 --FAMO_w_gamma 1e-3``; the authors' ``famo.py`` defaults ``gamma`` to 0.01 and clips the shared
-gradients to norm 1 inside ``backward``, which LibMTL does not): δ from the next mini-batch, as
-above; z is detached in the objective (LibMTL lets the objective's gradient reach ξ and then
+gradients to norm 1 inside ``backward``, which LibMTL does not): none with the default
+``update=same_batch`` but these: z is detached in the objective (LibMTL lets the objective's gradient reach ξ and then
 overwrites it before Adam's step, so nothing changes); the logged weights are z_t / (c D_t)
 (LibMTL logs none); the Adam learning rate is set at construction (LibMTL starts it at 0 and
 sets it on the first step, before any Adam step, so the same).
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +48,7 @@ from torch import Tensor
 from mtlrun.balancers.loss_based import LossWeighting
 from mtlrun.errors import ArgumentErrors
 
+UPDATES = ("same_batch", "next_batch")
 EPS = 1e-8  # the authors' guard: D_t = L_t − L*_t + ε
 MIN_LOSS = 0.0  # L*_t, the lower bound of every loss (the authors' ``min_losses``)
 
@@ -54,12 +56,20 @@ MIN_LOSS = 0.0  # L*_t, the lower bound of every loss (the authors' ``min_losses
 class FAMO(LossWeighting):
     """FAMO's learned weights softmax(ξ), ξ updated by Adam from the fall of the log losses."""
 
-    def __init__(self, tasks: Sequence[str], w_lr: float = 0.025, gamma: float = 1e-3) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        w_lr: float = 0.025,
+        gamma: float = 1e-3,
+        update: str = "same_batch",
+    ) -> None:
         errors = ArgumentErrors("balancer.weighting")
         errors.require(math.isfinite(w_lr) and w_lr > 0, "w_lr", "> 0", w_lr)
         errors.require(math.isfinite(gamma) and gamma >= 0, "gamma", ">= 0", gamma)
+        errors.choice("update", update, UPDATES)
         errors.raise_if_any()
         super().__init__(tasks)
+        self.update = update
         self.w_lr, self.gamma = float(w_lr), float(gamma)
         self.logits = torch.zeros(len(self.tasks), requires_grad=True)
         self.optimizer = self._adam()
@@ -77,7 +87,7 @@ class FAMO(LossWeighting):
 
     def objective(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         self._to(losses.device)
-        if self.prev is not None:
+        if self.update == "next_batch" and self.prev is not None:
             self._update(self.prev.to(losses), losses.detach())
         z = torch.softmax(self.logits.detach(), dim=-1).to(losses.dtype)
         d = losses - MIN_LOSS + EPS
@@ -86,6 +96,14 @@ class FAMO(LossWeighting):
 
     def after_backward(self, losses: Tensor) -> None:
         self.prev = losses.detach().clone()
+
+    def after_step(self, recompute: Callable[[], Tensor]) -> None:
+        """``update=same_batch``: the step's mini-batch forwarded again after the update (no
+        gradient, the model in training mode, as the authors' and LibMTL's trainers do)."""
+        if self.update == "same_batch" and self.prev is not None:
+            after = recompute()
+            self._update(self.prev.to(after), after.detach())
+            self.prev = None
 
     def _update(self, before: Tensor, after: Tensor) -> None:
         """One Adam step on ξ with gradient Jᵀδ, δ = log D(before) − log D(after)."""

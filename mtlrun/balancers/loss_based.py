@@ -41,6 +41,11 @@ class LossWeighting:
     def after_backward(self, losses: Tensor) -> None:
         return None
 
+    def after_step(self, recompute: Callable[[], Tensor]) -> None:
+        """After the optimiser step; ``recompute()`` forwards the step's mini-batch again (no
+        gradient) and returns the (T,) losses (FAMO's update)."""
+        return None
+
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         return {}
 
@@ -68,6 +73,7 @@ class LossBalancer(BlockBalancer):
         """``errors``: a subclass's argument problems, raised with the monitor's in one error."""
         super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.paper = paper
+        self._all_tasks = False  # the last step weighed every task (after_step acts then only)
         self.deviations = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
         try:
             self.weighting = weighting(tasks=list(tasks))
@@ -75,6 +81,7 @@ class LossBalancer(BlockBalancer):
             raise ConfigError(f"`balancer={name}`: {e}") from None
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
+        self._all_tasks = False
         if len(losses) == 1:  # a phase that trains one task (a peel, an IMP round)
             next(iter(losses.values())).backward()
             return {f"weight/{t}": 1.0 for t in losses}
@@ -83,12 +90,21 @@ class LossBalancer(BlockBalancer):
                 f"balancer={self.name} weighs the tasks {self.tasks} together; this step has "
                 f"losses of {list(losses)} only"
             )
+        self._all_tasks = True
         self.monitor_params(losses, model)
         values = torch.stack([losses[t] for t in self.tasks])
         total, weights = self.weighting.objective(values)
         total.backward()
         self.weighting.after_backward(values.detach())
         return {f"weight/{t}": float(w) for t, w in zip(self.tasks, weights.tolist(), strict=True)}
+
+    def after_step(self, recompute: Callable[[], dict[str, Tensor]]) -> None:
+        def losses() -> Tensor:
+            again = recompute()
+            return torch.stack([again[t].detach() for t in self.tasks])
+
+        if self._all_tasks:
+            self.weighting.after_step(losses)
 
     def epoch_end(self, epoch: int, train_losses: dict[str, float]) -> dict[str, float]:
         out = self.monitor.epoch_log()

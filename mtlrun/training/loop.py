@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -100,6 +101,20 @@ class Diverged(Exception):
             f"{where}; the learning rate (optim.lr) is the likely cause: lower it, or clip "
             "gradients (trainer.grad_clip)"
         )
+
+
+def _losses_again(
+    model: MultiTaskModel, update: list, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The step's mini-batch forwarded again after the update, without gradient and in training
+    mode (a balancer's ``after_step``: FAMO, as its authors' and LibMTL's trainers)."""
+    losses = {}
+    with torch.no_grad():
+        for inputs, targets in update:
+            outputs = model(to_device(inputs, device), tasks=list(targets))
+            for task, logits in outputs.items():
+                losses[task] = task_loss(logits, to_device(targets[task], device))
+    return losses
 
 
 class BalancerDiverged(Diverged):
@@ -240,6 +255,7 @@ def train_epoch(
                 extra.step()
             if phase.after_step is not None:
                 phase.after_step()
+            balancer.after_step(functools.partial(_losses_again, model, list(update), device))
             if phase.policy is not None and stepwise:
                 policy_logs = _policy_update(model, phase.policy, next(policy_batches), device)
                 for key, value in policy_logs.items():

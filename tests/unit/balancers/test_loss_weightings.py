@@ -306,7 +306,7 @@ def test_famo_first_step_weights_by_hand() -> None:
 
 def test_famo_logit_updates_are_two_hand_computed_adam_steps() -> None:
     lr, gamma = 0.025, 1e-3  # LibMTL's defaults
-    famo = FAMO(TASKS[3])
+    famo = FAMO(TASKS[3], update="next_batch")  # the update of the next objective
     steps = [[1.0, 2.0, 4.0], [0.5, 2.0, 5.0], [0.4, 1.0, 5.0]]
     step(famo, steps[0])
     xi, m, v = [0.0] * 3, [0.0] * 3, [0.0] * 3
