@@ -6,10 +6,18 @@ minimiser of g_wᵀ g0 + √φ ||g_w|| over the convex hull of the task gradient
 ``CAGradWeighting`` gives its weights from the Gram matrix (cvxpy, CLARABEL); the authors'
 code (and LibMTL, ``rescale=1`` by default) then divides the update by 1 + c² (``rescale=1``)
 or 1 + c (``rescale=2``); ``rescale=0`` leaves it as is.
+
+The weights do not change when every gradient is scaled by one constant, so torchjd's weighting
+sees G / trace(G): its absolute thresholds (``norm_eps`` on the trace and on ‖g_w‖) then act
+relative to the block's gradients, and a block of tiny gradients (‖g‖ ~ 1e-5) is updated like
+any other. Where torchjd returns no update because ‖g_w‖ is ≈ 0 relative to them (0 in the
+convex hull: Pareto-stationary), the authors' code still steps g0 + c‖g0‖ g_w / (‖g_w‖ + ε) ≈
+g0; so does this weighting (the mean weights 1/T), before the rescaling.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from mtlrun.balancers.weighting import BlockStat, Weighting
@@ -33,7 +41,12 @@ class CAGrad(Weighting):
         self.c, self.rescale = c, rescale
 
     def __call__(self, s: BlockStat) -> Tensor:
-        w = self.inner(s.gram())
+        gram = s.gram()
+        mean = torch.full((len(s.users),), 1.0 / len(s.users), dtype=gram.dtype)
+        trace = float(gram.diagonal().sum())
+        w = self.inner(gram / trace) if trace > 0 else mean
+        if not bool(torch.isfinite(w).all()) or not bool(w.abs().sum() > 0):
+            w = mean.to(w.device)  # g_w ≈ 0: the authors' update is the mean gradient g0
         if self.rescale == 1:
             return w / (1 + self.c**2)
         if self.rescale == 2:

@@ -73,6 +73,7 @@ def reference(name: str):
     from torchjd.aggregation import (
         IMTLG,
         Aggregator,
+        AlignedMTL,
         CAGrad,
         GramianWeightedAggregator,
         WeightedAggregator,
@@ -83,6 +84,8 @@ def reference(name: str):
         return IMTLG()
     if name == "cagrad":  # torchjd's CAGrad, divided by 1 + c² (the authors' rescale=1)
         return lambda j: CAGrad(c=0.5)(j) / 1.25
+    if name == "aligned_mtl":  # torchjd's Aligned-MTL at the authors' scale: × T
+        return lambda j: AlignedMTL()(j) * len(TASKS)
     factory = instantiate(spec(name)["weighting"])
     kwargs = {"n_tasks": len(TASKS)} if name == "nash_mtl" else {}
     inner = factory(**kwargs)
