@@ -77,6 +77,7 @@ class PerBlock(BlockBalancer):
         kwargs = {"n_tasks": n_users} if _takes(self.factory, "n_tasks") else {}
         try:
             inner = self.factory(**kwargs) if callable(self.factory) else self.factory
+            return adapt(inner, self.stat)
         except ImportError as e:
             raise ConfigError(
                 f"`balancer={self.name}` needs a solver that is not installed ({e}). "
@@ -84,7 +85,6 @@ class PerBlock(BlockBalancer):
             ) from None
         except (TypeError, ValueError) as e:
             raise ConfigError(f"`balancer={self.name}`: {e}") from None
-        return adapt(inner, self.stat)
 
     def weighting_for(self, block: str, n_users: int) -> Weighting:
         if block not in self.weightings:

@@ -182,6 +182,8 @@ def adapt(inner: Any, stat: str = "auto") -> Weighting:
     aggregator itself on the rows.
     """
     if isinstance(inner, Weighting):
+        if stat not in ("auto", inner.stat):
+            raise ValueError(_misfit(inner, stat, inner.stat))
         return inner
     if stat not in ("auto", *STATS):
         raise ValueError(f"stat should be one of auto, {', '.join(STATS)}; found {stat!r}")
@@ -191,4 +193,17 @@ def adapt(inner: Any, stat: str = "auto") -> Weighting:
         inner = inner.gramian_weighting
     elif stat != "direction" and isinstance(inner, WeightedAggregator):
         inner = inner.weighting
-    return Adapted(inner, stat_of(inner) if stat == "auto" else stat)
+    reads = stat_of(inner)
+    fits = {"gram": ("gram",), "direction": ("direction",), "rows": ("rows", "factor", "gram")}
+    if stat != "auto" and stat not in fits[reads]:
+        raise ValueError(_misfit(inner, stat, reads))
+    return Adapted(inner, reads if stat == "auto" else stat)
+
+
+def _misfit(inner: Any, stat: str, reads: str) -> str:
+    what = {"gram": "a Gram matrix", "rows": "the gradient rows", "direction": "the gradient rows "
+            "and returns a direction", "factor": "a factor of the Gram matrix"}[reads]  # fmt: skip
+    return (
+        f"`balancer.stat={stat}` does not fit {type(inner).__name__}, which reads {what}: "
+        "leave `balancer.stat=auto`"
+    )

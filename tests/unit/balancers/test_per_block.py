@@ -265,3 +265,12 @@ def test_state_of_the_gradients_size_is_refused_on_block_outputs(name: str) -> N
         balancer(name, on="z")
     assert balancer(name).on == "params"
     assert not balancer("upgrad", on="z").weightings  # stateless: fine on block outputs
+
+
+@pytest.mark.parametrize(("name", "stat"), [("upgrad", "rows"), ("graddrop", "gram"),
+                                            ("moco", "gram"), ("pcgrad", "direction")])  # fmt: skip
+def test_a_stat_the_weighting_cannot_read_is_refused(name: str, stat: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"`balancer={name}`: `balancer.stat={stat}` does not fit"
+    ):
+        PerBlock(TASKS, instantiate(spec(name)["weighting"]), stat=stat, name=name)
