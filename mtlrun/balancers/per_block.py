@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mtlrun.balancers import blocks as B
 from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
+from mtlrun.balancers.min_norm import gram_matrix
 from mtlrun.balancers.weighting import BlockStat, NonFiniteWeights, Weighting, adapt
 from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
@@ -171,7 +172,9 @@ class PerBlock(BlockBalancer):
         for b in ends:
             users = [t for t in tasks if b in grads[t]]
             rows = torch.stack([grads[t][b].flatten() for t in users])
-            s = self._stat(b, users, losses, lambda rows=rows: _gram(rows), lambda rows=rows: rows)
+            s = self._stat(
+                b, users, losses, lambda rows=rows: gram_matrix(rows), lambda rows=rows: rows
+            )
             out, direction = self._weigh(s, due, solved)
             if direction:
                 replacements[b] = (zs[b], out.to(rows.dtype).view_as(zs[b]))
@@ -212,12 +215,6 @@ class PerBlock(BlockBalancer):
             return
         self.weightings = {}
         self._pending = dict(state.get("blocks", {}))
-
-
-def _gram(rows: Tensor) -> Tensor:
-    g = rows.detach().double()
-    gram = g @ g.T
-    return 0.5 * (gram + gram.T)
 
 
 def _takes(factory: Any, name: str) -> bool:
