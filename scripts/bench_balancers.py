@@ -171,9 +171,16 @@ def bench(
         cfg = compose_config([*base, *row.overrides])
     except HydraException as err:
         return None, f"not in this tree: {str(err).splitlines()[0]}", None
-    monitor = "kkt_every" in cfg.balancer
+    # The balancer's own key, or each phase's of a hybrid (balancer.first / balancer.then).
+    off = [
+        f"balancer.{path}kkt_every=0"
+        for path, node in [("", cfg.balancer)]
+        + [(f"{k}.", cfg.balancer[k]) for k in ("first", "then") if k in cfg.balancer]
+        if isinstance(node, DictConfig) and "kkt_every" in node
+    ]
+    monitor = bool(off)
     if monitor:
-        cfg = compose_config([*base, *row.overrides, "balancer.kkt_every=0"])
+        cfg = compose_config([*base, *row.overrides, *off])
     try:
         validate(cfg)
         sec = time_row(cfg, row, args.steps, args.warmup, args.repeats, device)

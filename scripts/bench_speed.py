@@ -27,6 +27,9 @@ data's steps per epoch (extrapolated, not measured). A benchmark, not a test: it
 Peer rows: LibMTL (a separate environment, never a dependency of mtlrun; see
 scripts/peer_libmtl.py) on the same lenet_bn/mnist3 set-up, EW against mtlrun's equal and MGDA
 against mtlrun's mgda, when ``--peer-python PATH`` (or this interpreter) can import it.
+``--peer-rounds R`` alternates the two sides R times (LibMTL's weightings, then mtlrun's same
+balancers), so that a change of the machine's speed during the bench moves both sides; each side
+keeps its fastest round, and the per-round ratios are printed beside.
 """
 
 from __future__ import annotations
@@ -411,25 +414,42 @@ def peer_section(args: argparse.Namespace, device: torch.device, tmp: Path) -> N
         return
     row = next(r for r in ROWS if r.images)
     base, note = row_overrides(row, args, tmp)
-    peers = run_peer(python, args, device, random="generated" in note)
-    if not peers:
-        return
-    print(f"\nPeer: LibMTL {peers[0]['version']} ({python}), {note}, batch {peers[0]['batch']}\n")
-    print("| weighting | LibMTL ms/step | mtlrun ms/step | mtlrun/LibMTL | goal | met? |")
-    print("|---|---:|---:|---:|---|---|")
+    # Rounds alternate the two sides (LibMTL's weightings, then mtlrun's same balancers), so a
+    # change of the machine's speed during the bench moves both; each side keeps its fastest.
+    peer_ms: dict[str, list[float]] = {}
+    ours_ms: dict[str, list[float]] = {}
+    peers: list = []
+    for _ in range(args.peer_rounds):
+        peers = run_peer(python, args, device, random="generated" in note)
+        if not peers:
+            return
+        for peer in peers:
+            balancer = PEER_ROWS[peer["weighting"]]
+            cfg = compose_config([*base, f"balancer={balancer}"])
+            if "kkt_every" in cfg.balancer:  # both sides without the Pareto-stationarity monitor
+                cfg = compose_config([*base, f"balancer={balancer}", "balancer.kkt_every=0"])
+            peer_ms.setdefault(peer["weighting"], []).append(peer["ms_per_step"])
+            ours_ms.setdefault(peer["weighting"], []).append(
+                1e3 * time_row(cfg, row, args, device).mtlrun_s
+            )
+    rounds = args.peer_rounds
+    print(f"\nPeer: LibMTL {peers[0]['version']} ({python}), {note}, batch {peers[0]['batch']}")
+    print(f"{rounds} round(s), each LibMTL then mtlrun; ms/step: each side's fastest round\n")
+    spread = " | per-round ratios" if rounds > 1 else ""
+    print(f"| weighting | LibMTL ms/step | mtlrun ms/step | mtlrun/LibMTL{spread} | goal | met? |")
+    print("|---|---:|---:|---:" + ("|---" if rounds > 1 else "") + "|---|---|")
     for peer in peers:
-        balancer = PEER_ROWS[peer["weighting"]]
-        cfg = compose_config([*base, f"balancer={balancer}"])
-        if "kkt_every" in cfg.balancer:  # both sides without the Pareto-stationarity monitor
-            cfg = compose_config([*base, f"balancer={balancer}", "balancer.kkt_every=0"])
-        ours = 1e3 * time_row(cfg, row, args, device).mtlrun_s
-        ratio = ours / peer["ms_per_step"]
-        goal = PEER_GOALS.get(peer["weighting"], 1.0)
+        name, balancer = peer["weighting"], PEER_ROWS[peer["weighting"]]
+        theirs, ours = min(peer_ms[name]), min(ours_ms[name])
+        ratio = ours / theirs
+        goal = PEER_GOALS.get(name, 1.0)
         met = "met" if ratio <= goal else "NOT met"
         extra = " (3 batches per step)" if peer.get("batches_per_step", 1) > 1 else ""
+        per_round = [o / t for o, t in zip(ours_ms[name], peer_ms[name], strict=True)]
+        column = f" | {' '.join(f'{r:.2f}' for r in per_round)}" if rounds > 1 else ""
         print(
-            f"| {peer['weighting']}{extra} (mtlrun balancer={balancer}) "
-            f"| {peer['ms_per_step']:.2f} | {ours:.2f} | {ratio:.2f} | ≤ {goal} | {met} |"
+            f"| {name}{extra} (mtlrun balancer={balancer}) "
+            f"| {theirs:.2f} | {ours:.2f} | {ratio:.2f}{column} | ≤ {goal} | {met} |"
         )
 
 
@@ -464,6 +484,12 @@ def main() -> None:
         help="python of a separate environment with LibMTL (scripts/peer_libmtl.py's docstring)",
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the LibMTL rows")
+    parser.add_argument(
+        "--peer-rounds",
+        type=int,
+        default=1,
+        help="alternate LibMTL and mtlrun this many times (each side keeps its fastest round)",
+    )
     parser.add_argument(
         "--peer-weightings",
         default=None,

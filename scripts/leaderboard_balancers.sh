@@ -40,11 +40,18 @@ budget_for() {
   esac
 }
 
-# monitor_off <balancer>: balancer.kkt_every=0 when the balancer's config has that key.
+# monitor_off <balancer>: balancer.kkt_every=0 when the balancer's config has that key (and
+# balancer.<phase>.kkt_every=0 for each phase of a hybrid that has it).
 monitor_off() {
-  local cfg
+  local cfg phase
   cfg=$($MTLRUN "balancer=$1" --cfg job --package balancer 2>/dev/null) || cfg=""
   if grep -q '^kkt_every:' <<<"$cfg"; then echo "balancer.kkt_every=0"; fi
+  for phase in first then; do
+    if awk -v p="$phase:" '$0 == p {f = 1; next} /^[^ ]/ {f = 0} f && /^  kkt_every:/ {n++}
+                           END {exit n ? 0 : 1}' <<<"$cfg"; then
+      echo "balancer.$phase.kkt_every=0"
+    fi
+  done
 }
 
 # run_seed <set-up> <balancer> <seed> [overrides...]: one run; returns 2 when the set-up refuses

@@ -20,6 +20,7 @@ for b in $BALANCERS; do
   # is solved anyway: off, so that wall times compare the balancers themselves.
   case "$b" in
     mgda|mgda_ub) monitor=() ;;
+    hybrid) monitor=(balancer.first.kkt_every=0 balancer.then.kkt_every=0) ;;
     *) monitor=(balancer.kkt_every=0) ;;
   esac
   run_row "$OUT/$b" thesis_fig6 hard "${fallback[@]}" "${monitor[@]}" "$@" "balancer=$b"

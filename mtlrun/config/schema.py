@@ -339,17 +339,14 @@ class MGDAUBConf(MGDAConf):
 @dataclass
 class HybridConf(BalancerConf):
     _target_: str = "mtlrun.balancers.hybrid.Hybrid"
+    _recursive_: bool = False  # the phases are built by the hybrid, with the run's tasks
     name: str = "hybrid"
-    eps: float = 0.01  # switch to MGDA when some task's epoch training loss drops by <= eps
-    ub: str = "auto"  # auto | z | params: the gradient space of both phases
-    alpha: float = 1.5
-    lr: float = 0.025
-    solver: str = "projection"
-    normalize: str = "none"
-    at: str = "segment"
-    max_iter: int = 250
-    kkt_every: int = 10
-    kkt_tol: float = 0.05
+    eps: float = 0.01  # switch to `then` when some task's epoch training loss drops by <= eps
+    ub: str = "auto"  # auto | z | params | each: the `on` of every phase that has one
+    # The two phases: any conf/balancer choice (conf/balancer/hybrid.yaml composes gradnorm and
+    # mgda); balancer@balancer.then=upgrad swaps one, balancer.first.alpha=2 sets its keys.
+    first: Any = None
+    then: Any = None
 
 
 @dataclass

@@ -54,6 +54,10 @@ def _representation_key(cfg: DictConfig) -> str | None:
         return "balancer=mgda_ub" if balancer == "mgda_ub" else "balancer.on=z"
     if _get(cfg, "balancer.ub") == "z":
         return "balancer.ub=z"
+    if _get(cfg, "balancer.ub") == "each":  # a hybrid's phases keep their own `on`
+        for phase in ("first", "then"):
+            if _get(cfg, f"balancer.{phase}.on") == "z":
+                return f"balancer.{phase}.on=z"
     return None
 
 

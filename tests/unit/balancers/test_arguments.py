@@ -22,12 +22,28 @@ NORMALIZE = (
 )
 
 
-@pytest.mark.parametrize("balancer", ["mgda", "mgda_ub", "hybrid"])
+@pytest.mark.parametrize("balancer", ["mgda", "mgda_ub"])
 def test_composed_config_names_every_bad_key(compose_cfg, balancer: str) -> None:
     cfg = compose_cfg([f"balancer={balancer}", "balancer.solver=bad", "balancer.normalize=bad"])
     with pytest.raises(ConfigError) as info:
         build(cfg.balancer, tasks=TASKS)
     assert str(info.value) == f"invalid configuration:\n  - {SOLVER}\n  - {NORMALIZE}"
+
+
+def test_composed_hybrid_names_its_phase_keys(compose_cfg) -> None:
+    """A bad key of a phase is named with the phase's path, beside the hybrid's own."""
+    cfg = compose_cfg(
+        ["balancer=hybrid", "balancer.eps=-1", "balancer.then.solver=bad",
+         "balancer.then.normalize=bad", "balancer.first.alpha=-1"]
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        build(cfg.balancer, tasks=TASKS)
+    then = [m.replace("`balancer.", "`balancer.then.") for m in (SOLVER, NORMALIZE)]
+    assert str(info.value).split("\n  - ")[1:] == [
+        "`balancer.eps` should be >= 0. Found `balancer.eps = -1.0`.",
+        "`balancer.first.alpha` should be >= 0. Found `balancer.first.alpha = -1.0`.",
+        *then,
+    ]
 
 
 BAD: dict[str, tuple[Callable[[], BlockBalancer], list[str]]] = {
@@ -57,29 +73,39 @@ BAD: dict[str, tuple[Callable[[], BlockBalancer], list[str]]] = {
     "hybrid": (
         lambda: Hybrid(
             TASKS,
+            first={
+                "_target_": "mtlrun.balancers.gradnorm.GradNorm",
+                "alpha": -1.0,
+                "lr": 0.0,
+                "at": "layer",
+                "kkt_every": -1,
+            },
+            then={
+                "_target_": "mtlrun.balancers.mgda.MGDA",
+                "solver": "exact",
+                "normalize": "max",
+                "max_iter": 0,
+                "kkt_tol": 0.0,
+            },
             eps=-1.0,
             ub="x",
-            alpha=-1.0,
-            lr=0.0,
-            solver="exact",
-            normalize="max",
-            at="layer",
-            max_iter=0,
-            kkt_every=-1,
-            kkt_tol=0.0,
         ),  # fmt: skip
         [
             "`balancer.eps` should be >= 0. Found `balancer.eps = -1.0`.",
-            "`balancer.ub` should be one of auto, z, params. Found `balancer.ub = x`.",
-            "`balancer.alpha` should be >= 0. Found `balancer.alpha = -1.0`.",
-            "`balancer.lr` should be > 0. Found `balancer.lr = 0.0`.",
+            "`balancer.ub` should be one of auto, z, params, each. Found `balancer.ub = x`.",
+            "`balancer.first.alpha` should be >= 0. Found `balancer.first.alpha = -1.0`.",
+            "`balancer.first.lr` should be > 0. Found `balancer.first.lr = 0.0`.",
+            "`balancer.first.at` should be one of segment, block. Found `balancer.first.at = layer`.",
+            "`balancer.first.kkt_every` should be an integer >= 0. Found `balancer.first.kkt_every = -1`.",
             "two-task closed form",
-            "`balancer.normalize` should be one of none, l2, loss, loss+",
-            "`balancer.at` should be one of segment, block. Found `balancer.at = layer`.",
-            "balancer.max_iter",
-            "`balancer.kkt_every` should be an integer >= 0. Found `balancer.kkt_every = -1`.",
-            "`balancer.kkt_tol` should be > 0. Found `balancer.kkt_tol = 0.0`.",
+            "`balancer.then.normalize` should be one of none, l2, loss, loss+",
+            "balancer.then.max_iter",
+            "`balancer.then.kkt_tol` should be > 0. Found `balancer.then.kkt_tol = 0.0`.",
         ],
+    ),
+    "hybrid phase": (
+        lambda: Hybrid(TASKS, first={"alpha": 2.0}, then="mgda"),
+        ["`balancer.first` should be a balancer config", "`balancer.then` should be"],
     ),
 }
 

@@ -156,12 +156,15 @@ def test_mnist3_refuses_representation_balancers(compose_cfg) -> None:
         (["balancer=mgda_ub"], "balancer=mgda_ub"),
         (["balancer=gradnorm", "balancer.on=z"], "balancer.on=z"),
         (["balancer=hybrid", "balancer.ub=z"], "balancer.ub=z"),
-    ):
+        (["balancer=hybrid", "balancer.ub=each", "balancer@balancer.then=mgda_ub"],
+         "balancer.then.on=z"),
+    ):  # fmt: skip
         cfg = compose_cfg(["data=mnist3", *overrides])
         with pytest.raises(ConfigError, match="data=mnist3 gives each task its own input"):
             validate(cfg)
         assert key in str(pytest.raises(ConfigError, validate, cfg).value)
     validate(compose_cfg(["data=mnist3", "balancer=hybrid"]))  # auto: parameter gradients
+    validate(compose_cfg(["data=mnist3", "balancer=hybrid", "balancer@balancer.then=mgda_ub"]))
     validate(compose_cfg(["data=mnist3", "balancer=gradnorm"]))
     with pytest.raises(ConfigError, match="method=sparse_ste gives each task its own"):
         validate(compose_cfg(["method=sparse_ste", "balancer=mgda_ub"]))
@@ -259,7 +262,9 @@ def test_hybrid_switches_when_a_task_stops_improving() -> None:
     assert balancer.epoch_end(2, {"a": 0.6, "b": 0.895})["hybrid/phase"] == 0.0  # b: 0.005
     assert balancer.phase == 1 and balancer.switch_epoch == 4
     assert balancer.epoch_end(3, {"a": 0.5, "b": 0.8})["hybrid/phase"] == 1.0
-    assert balancer.summary() == {"name": "hybrid", "switch_epoch": 4, "ub": "params"}
+    assert balancer.summary() == {
+        "name": "hybrid", "switch_epoch": 4, "ub": "params", "first": "gradnorm", "then": "mgda"
+    }  # fmt: skip
     restored = Hybrid(["a", "b"], eps=0.01, ub="params")
     restored.load_state_dict(balancer.state_dict())
     assert (restored.phase, restored.switch_epoch) == (1, 4)
@@ -278,6 +283,73 @@ def test_hybrid_auto_picks_the_gradient_space() -> None:
     separate.backward(losses, model)
     assert separate.space == "params"
     assert all(p.grad is not None for p in model.blocks["root"].parameters())
+
+
+def _phase_spec(compose_cfg, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_cfg([f"balancer={name}"]).balancer, resolve=True)
+
+
+def test_hybrid_composes_any_two_balancers(compose_cfg) -> None:
+    """first=dwa (loss-based), then=upgrad (a torchjd weighting per block): each phase forms the
+    gradient its own balancer forms on its own, and the switch hands over between them."""
+    from mtlrun.run import build
+
+    first, then = _phase_spec(compose_cfg, "dwa"), _phase_spec(compose_cfg, "upgrad")
+    hybrid = Hybrid(["a", "b", "c"], first=first, then=then, eps=0.01, ub="params")
+    model, x = tree_model(), torch.randn(16, 4, generator=torch.Generator().manual_seed(3))
+    for phase, spec in enumerate((first, then)):
+        hybrid.phase = phase
+        model.zero_grad(set_to_none=True)
+        hybrid.backward(tree_losses(model, x), model)
+        got = [p.grad.clone() for p in model.parameters()]
+        alone = build(spec, tasks=["a", "b", "c"])
+        model.zero_grad(set_to_none=True)
+        alone.backward(tree_losses(model, x), model)
+        for g, p in zip(got, model.parameters(), strict=True):
+            torch.testing.assert_close(g, p.grad, rtol=1e-6, atol=1e-9)
+    assert hybrid.summary()["first"] == "dwa" and hybrid.summary()["then"] == "upgrad"
+
+
+def test_hybrid_phase_keeps_its_own_epoch_hook(compose_cfg) -> None:
+    """DWA's weights follow the epoch losses it is shown: the hybrid passes epoch_end on."""
+    hybrid = Hybrid(["a", "b"], first=_phase_spec(compose_cfg, "dwa"), eps=0.0, ub="params")
+    for epoch, losses in enumerate(
+        ({"a": 1.0, "b": 1.0}, {"a": 0.5, "b": 0.9}, {"a": 0.2, "b": 0.8})
+    ):
+        hybrid.epoch_end(epoch, losses)
+    weighting = hybrid.phases["first"].weighting
+    # DWA (Liu et al. 2019): w_t = T softmax(r_t / 2), r_t = L_t(e-1) / L_t(e-2).
+    r = torch.tensor([0.2 / 0.5, 0.8 / 0.9], dtype=torch.float64)
+    expected = 2 * torch.softmax(r / 2.0, 0)
+    torch.testing.assert_close(weighting.weights, expected, rtol=1e-6, atol=0)
+
+
+def test_hybrid_ub_sets_the_phases_gradient_space(compose_cfg) -> None:
+    gn, mgda = _phase_spec(compose_cfg, "gradnorm"), _phase_spec(compose_cfg, "mgda_ub")
+    assert Hybrid(["a", "b"], first=gn, then=mgda, ub="params").phases["then"].on == "params"
+    each = Hybrid(["a", "b"], first=gn, then=mgda, ub="each")
+    assert (each.phases["first"].on, each.phases["then"].on) == ("params", "z")
+    assert each.uses_taps
+
+
+def test_hybrid_state_round_trip_and_older_checkpoints() -> None:
+    model = tree_model()
+    hybrid = Hybrid(["a", "b", "c"], ub="params")
+    hybrid.backward(tree_losses(model, torch.randn(8, 4)), model)
+    state = hybrid.state_dict()
+    assert state["first"]["weights"].shape == (3,)
+    fresh = Hybrid(["a", "b", "c"])  # ub=auto: the saved gradient space wins
+    fresh.load_state_dict(state)
+    assert fresh.space == "params"
+    torch.testing.assert_close(fresh.phases["first"].weights, hybrid.phases["first"].weights)
+    # a checkpoint written before the phases were configurable named GradNorm's state "gradnorm"
+    legacy = {k: v for k, v in state.items() if k not in ("first", "then")}
+    legacy["gradnorm"] = state["first"]
+    older = Hybrid(["a", "b", "c"])
+    older.load_state_dict(legacy)
+    torch.testing.assert_close(older.phases["first"].weights, hybrid.phases["first"].weights)
 
 
 def test_compare_solvers_logs_both_iteration_counts() -> None:

@@ -62,6 +62,10 @@ INTENDED_YAML = {
         "trainer.batch_size": "seed 001 §4.5: batches of 64 images per task",
         "/backbone": "image data needs an image backbone (lenet_bn, seed 001 §4.5)",
     },
+    ("balancer", "hybrid"): {
+        "/balancer@first": "seed 001 Algorithm 1: GradNorm while every task still improves",
+        "/balancer@then": "seed 001 Algorithm 1: then MGDA",
+    },
 }
 
 
@@ -188,7 +192,7 @@ def _yaml_restatements(group: str, option: str) -> list[str]:
         if key in intended and value == _schema_value(key, choices):
             problems.append(f"{path.name}: `{key} = {value}` restates the schema")
     for key, value in overrides.items():
-        if key in intended and value == choices[key.lstrip("/")]:
+        if key in intended and value == choices.get(key.lstrip("/")):
             problems.append(f"{path.name}: `{key}: {value}` restates config.yaml's default")
     return problems
 
