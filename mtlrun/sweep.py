@@ -19,6 +19,7 @@ SLURM or locally, Ray). Every job is one :func:`mtlrun.run.run` in its own run f
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -78,6 +79,10 @@ def in_sweep() -> bool:
     return _sweep_job() is not None
 
 
+# Jobs that submitit's local launcher starts at once (:func:`tell_local_jobs_their_number`).
+JOBS_AT_ONCE = "MTLRUN_JOBS_AT_ONCE"
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -85,10 +90,39 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def tell_local_jobs_their_number() -> None:
+    """Make submitit's local launcher tell the jobs of a batch how many start at once.
+
+    Its jobs are local processes started together (one batch: the whole sweep unless the
+    sweeper batches), so each should take its share of the cores, as joblib's jobs do (each
+    took torch's default threads: two jobs on two cores ran 16–21 s where 0.4 s was possible).
+    The launcher knows the batch; the jobs read it from ``JOBS_AT_ONCE`` in the environment
+    that submitit copies into them. Hydra loads launchers only from installed plugin packages,
+    so its ``launch`` is wrapped here, in the sweep's own process, rather than subclassed.
+    """
+    try:
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+    except ImportError:  # without the `slurm` extra there is no such launcher to choose
+        return
+    original = LocalLauncher.launch
+    if getattr(original, "tells_jobs_at_once", False):
+        return
+
+    @functools.wraps(original)
+    def launch(self: Any, job_overrides: Any, initial_job_idx: int) -> Any:
+        os.environ[JOBS_AT_ONCE] = str(len(job_overrides))
+        return original(self, job_overrides, initial_job_idx)
+
+    launch.tells_jobs_at_once = True  # type: ignore[attr-defined]
+    LocalLauncher.launch = launch  # type: ignore[method-assign]
+
+
 def job_threads(explicit: int | None) -> int | None:
     """Torch CPU threads for this run: ``trainer.threads`` when given; else, in a sweep whose
     jobs share the box, the job's share of it: SLURM's cpus_per_task, Ray's num_cpus per job,
-    or the box's cores divided by joblib's ``n_jobs``; else None (torch's default).
+    the box's cores divided by joblib's ``n_jobs`` or by the number of jobs submitit's local
+    launcher starts at once (:func:`tell_local_jobs_their_number`; its ``cpus_per_task`` when given); else
+    None (torch's default).
 
     Two training processes with torch's default threads on one box slow each other down many
     times over (each takes every core); divided, two jobs cost at most twice one.
@@ -103,12 +137,15 @@ def job_threads(explicit: int | None) -> int | None:
         return None
     launcher = hydra_cfg.launcher
     target = str(launcher.get("_target_", ""))
-    if "joblib" in target:
+    if "joblib" in target.lower():
         n_jobs = int(launcher.get("n_jobs") or 1)
         cores = _cores()
         return 1 if n_jobs < 0 else max(1, cores // max(n_jobs, 1))
-    if "submitit" in target and launcher.get("cpus_per_task"):
+    if "submitit" in target.lower() and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
+    if "submitit" in target.lower() and "LocalLauncher" in target:  # every job of the batch at once
+        at_once = os.environ.get(JOBS_AT_ONCE, "")
+        return max(1, _cores() // int(at_once)) if at_once.isdigit() and int(at_once) else None
     if "ray" in target:
         remote = launcher.get("ray", {}).get("remote", {})
         if remote.get("num_cpus"):
@@ -274,6 +311,7 @@ class SweepReport(Callback):
             print(f"mtlrun: error: {error}", file=sys.stderr)
             sys.exit(EXIT_REFUSED)  # before any job: nothing to report
         SWEEP.start(Path(config.hydra.sweep.dir), str(launcher.get("_target_", "")))
+        tell_local_jobs_their_number()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mtlrun.report.cli import write_report  # the report imports no training code

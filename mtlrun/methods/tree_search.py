@@ -20,6 +20,7 @@ The main phase (``trainer.max_epochs``) fine-tunes the final tree from the searc
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import random
 import time
@@ -131,6 +132,11 @@ class TreeSearch(SharingMethod):
         errors.choice("probe_split", probe_split, PROBE_SPLITS)
         errors.choice("positions", positions, S.POSITIONS)
         errors.choice("importance", importance, S.IMPORTANCE)
+        if not random_splits and importlib.util.find_spec("sklearn") is None:
+            errors.add(
+                "method=tree_search groups tasks by scikit-learn's spectral clustering, which is "
+                "not installed: pip install 'mtlrun[tree]' (method.random_splits=true needs none)"
+            )
         errors.raise_if_any()
         self.name, self.n_splits, self.peel_epochs = name, n_splits, peel_epochs
         self.l1, self.peel_l1, self.l1_form = l1, peel_l1, l1_form

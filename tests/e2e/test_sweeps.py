@@ -75,23 +75,26 @@ def test_joblib_runs_two_jobs_at_once_with_divided_threads(tmp_path: Path) -> No
 
 
 def test_submitit_local_runs_a_two_job_sweep_end_to_end(tmp_path: Path) -> None:
-    """The SLURM launcher's code path (submitit), on the local executor."""
+    """The SLURM launcher's code path (submitit), on the local executor: both jobs start at
+    once, so each takes half the cores (cpus_per_task null), and the workers stay quiet."""
     needs("hydra_plugins.hydra_submitit_launcher")
     out = tmp_path / "sweep"
     done = mtlrun(
-        "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
-        f"hydra.sweep.dir={out}", "trainer.seed=0,1", "trainer.max_epochs=1", *QUICK,
-        cwd=tmp_path,
+        "hydra/launcher=submitit_local", f"hydra.sweep.dir={out}", "trainer.seed=0,1",
+        "trainer.max_epochs=1", *QUICK, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     runs = results(out)
     assert len(runs) == 2
     for metrics in runs.values():
         assert_complete(metrics)
-        assert metrics["run"]["threads"] == 1  # the job's cpus_per_task
+        assert metrics["run"]["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert sorted(m["run"]["seed"] for m in runs.values()) == [0, 1]
     assert "n | Seeds" in (out / "report.md").read_text()  # seeds pooled in one row
-    assert (out / ".submitit").is_dir()
+    logs = sorted((out / ".submitit").rglob("*_log.err"))
+    assert len(logs) == 2
+    assert not [p for p in logs if "validated against ConfigStore schema" in p.read_text()]
+    assert "validated against ConfigStore schema" not in done.stderr
 
 
 def test_ray_launcher_runs_a_two_job_sweep_on_a_local_ray(tmp_path: Path) -> None:
@@ -211,3 +214,36 @@ def test_threads_follow_the_key_then_slurm(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert sweep.job_threads(None) is None  # no sweep, no scheduler: torch's default
     assert sweep.job_device("auto", 4) == "auto"  # not a sweep job: no round-robin
+
+
+@pytest.mark.parametrize(
+    ("cpus_per_task", "at_once", "threads"), [(None, "2", "half"), (3, "2", 3), (None, "", None)]
+)
+def test_submitit_local_jobs_share_the_cores(
+    monkeypatch: pytest.MonkeyPatch, cpus_per_task: int | None, at_once: str, threads: object
+) -> None:
+    from omegaconf import OmegaConf
+
+    target = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    hydra_cfg = OmegaConf.create({"launcher": {"_target_": target, "cpus_per_task": cpus_per_task}})
+    monkeypatch.setattr(sweep, "_sweep_job", lambda: hydra_cfg)
+    monkeypatch.setattr(sweep, "_cores", lambda: 8)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setenv("MTLRUN_JOBS_AT_ONCE", at_once)
+    assert sweep.job_threads(None) == (4 if threads == "half" else threads)
+
+
+def test_the_submitit_local_launcher_tells_its_jobs_how_many_run_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    needs("hydra_plugins.hydra_submitit_launcher")
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+    seen = []
+    monkeypatch.setattr(LocalLauncher, "launch", lambda self, jobs, idx: seen.append(
+        os.environ.get(sweep.JOBS_AT_ONCE)) or [])  # fmt: skip
+    monkeypatch.delenv(sweep.JOBS_AT_ONCE, raising=False)
+    sweep.tell_local_jobs_their_number()
+    sweep.tell_local_jobs_their_number()  # wrapped once
+    LocalLauncher.launch(object.__new__(LocalLauncher), [["a=1"]] * 3, 0)
+    assert seen == ["3"]

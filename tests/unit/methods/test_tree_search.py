@@ -447,3 +447,17 @@ def test_random_split_partitions_are_non_empty_and_reproducible() -> None:
     for block, groups in got:
         assert block == "conv2" and len(groups) == 2 and all(groups)
         assert sorted(c for g in groups for c in g) == ["head:a", "head:b", "head:c"]
+
+
+def test_missing_scikit_learn_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn is the `tree` extra: without it the search is refused before training, and
+    random trees (no clustering) still build."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'mtlrun\[tree\]'"):
+        TreeSearch()
+    assert TreeSearch(random_splits=True).n_splits == 2
