@@ -82,7 +82,8 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float | None] | Non
 
 
 def fmt_stat(values: Iterable[float | None], scale: float = 100.0, digits: int = 2) -> str:
-    """``"95.34 ± 0.12"`` over several runs, ``"95.34"`` for one, ``"–"`` for none.
+    """``"95.34 ± 0.12"`` over several runs, ``"95.34"`` for one or for runs that all agree
+    (a constant has no spread to show), ``"–"`` for none.
 
     Fractions are scaled to percent by default.
     """
@@ -91,7 +92,7 @@ def fmt_stat(values: Iterable[float | None], scale: float = 100.0, digits: int =
         return NA
     mean, std = stat
     text = f"{mean * scale:.{digits}f}"
-    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+    return text if not std else f"{text} ± {std * scale:.{digits}f}"
 
 
 def fmt_delta(ours: float | None, reference: float | None) -> str:

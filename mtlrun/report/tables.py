@@ -210,7 +210,7 @@ def _ste_fit_value(stat: object, percent: bool) -> str:
         return NA
     scale, digits, unit = (100.0, 2, "%") if percent else (1.0, 4, "")
     text = f"{stat['mean'] * scale:.{digits}f}"
-    if isinstance(stat.get("std"), int | float):
+    if isinstance(stat.get("std"), int | float) and stat["std"]:
         text += f" ± {stat['std'] * scale:.{digits}f}"
     return text + unit
 

@@ -112,3 +112,12 @@ def test_the_recorded_finish_time_wins_over_the_file_time(tmp_path: Path) -> Non
     _write(tmp_path, "copied_early", early, mtime=9_000)  # copied after the fact
     (hard,) = group_runs(collect(tmp_path))
     assert [r.rel for r in hard.records] == ["late"]
+
+
+def test_a_constant_over_runs_prints_no_spread() -> None:
+    from mtlrun.report.table import fmt_stat
+
+    assert fmt_stat([0.5, 0.5, 0.5]) == "50.00"  # three seeds that agree: no "± 0.00"
+    assert fmt_stat([1200, 1200], scale=1.0, digits=0) == "1200"
+    assert fmt_stat([0.5, 0.7]) == "60.00 ± 14.14"  # sample std (ddof=1): 0.1·√2
+    assert fmt_stat([0.5]) == "50.00"

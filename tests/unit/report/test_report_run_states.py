@@ -173,7 +173,7 @@ def test_runs_table_pools_seeds_with_n_seeds_and_epochs(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert table.rows == [
         ["hard", "", "conll", "2", "0, 1", "3, 4", "95.50 ± 0.71", "89.00 ± 1.41",
-         "90.00 ± 0.00", "1000 ± 0", "10.5 ± 0.7", "–", ""],
+         "90.00", "1000", "10.5 ± 0.7", "–", ""],
         ["single", "", "conll", "1", "0", "3", "94.00", "88.00", "90.00", "1000", "10.0", "–", ""],
     ]  # fmt: skip
 
