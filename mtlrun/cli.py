@@ -143,6 +143,14 @@ def main() -> None:
                 file=sys.stderr,
             )
             sys.exit(EXIT_ERROR)
+        if any(a.lstrip("+~").startswith("trainer.lr_decay=") for a in sys.argv[1:]):
+            print(
+                "mtlrun: error: `trainer.lr_decay` became the scheduler group: "
+                "scheduler=inverse_time scheduler.decay=X gives the same learning rates "
+                "(scheduler=constant for 0); see docs/training.md",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_ERROR)
         missing = sweep.missing_launcher(sys.argv[1:])
         if missing is not None:
             print(f"mtlrun: error: {missing}", file=sys.stderr)

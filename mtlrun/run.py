@@ -49,7 +49,7 @@ from mtlrun.training.run_dir import (
     storage_error,
 )
 from mtlrun.training.search_cache import SearchCache, cache_root, key_material
-from mtlrun.training.tblog import TensorBoardLog
+from mtlrun.training.trackers import Trackers
 
 log = logging.getLogger("mtlrun")
 
@@ -128,11 +128,12 @@ def _settings(cfg: DictConfig) -> TrainSettings:
         eval_batch_size=t.eval_batch_size,
         seed=t.seed,
         grad_clip=t.grad_clip,
-        lr_decay=t.lr_decay,
         patience=t.patience,
         max_minutes=t.max_minutes,
         steps_per_epoch=t.steps_per_epoch,
         progress=t.progress,
+        scheduler=build(cfg.scheduler),  # conf/scheduler/: the lr of each epoch of a phase
+        precision=t.precision,
     )
 
 
@@ -201,6 +202,15 @@ def setup(
 ) -> tuple[Any, list, Any, Any, torch.optim.Optimizer, dict[str, list[str]]]:
     """Data, tasks, the multi-task model (on ``device``), balancer, θ optimiser of a config and
     its ``fidelity`` entry (see :func:`fidelity`)."""
+    data, tasks, backbone, model = build_model(cfg, method, device)
+    balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
+    optimizer = build(cfg.optim)(model.weight_parameters())
+    return data, tasks, model, balancer, optimizer, fidelity(backbone, method, balancer)
+
+
+def build_model(cfg: DictConfig, method: Any, device: torch.device) -> tuple[Any, list, Any, Any]:
+    """Data, tasks, backbone and the freshly initialised multi-task model (on ``device``) of a
+    config: what a run trains, what a resumed run and ``mtlrun-eval`` rebuild."""
     data = build(cfg.data)
     for split, counts in data.sizes().items():
         log.info(
@@ -212,9 +222,47 @@ def setup(
     backbone = build(cfg.backbone, runtime={"input_spec": data.input_spec})
     torch.manual_seed(cfg.trainer.seed)
     model = method.build(backbone=backbone, tasks=tasks).to(device)
-    balancer = build(cfg.balancer, tasks=[t.name for t in tasks])
-    optimizer = build(cfg.optim)(model.weight_parameters())
-    return data, tasks, model, balancer, optimizer, fidelity(backbone, method, balancer)
+    return data, tasks, backbone, model
+
+
+def restore_structure(
+    method: Any, model: Any, payload: dict[str, Any] | None, device: torch.device
+) -> Any:
+    """``model`` (freshly built) with the structure a run's search chose, read from a main-phase
+    checkpoint payload (``last.pt``): the policy or tree (``method.rebuild`` of its ``search``)
+    and the fixed per-task masks (``masks``), which must exist before the weights load.
+    Resuming a run and ``mtlrun-eval`` rebuild a searched model this way."""
+    saved = (payload or {}).get("search")
+    if saved:
+        model = method.rebuild(model, saved)
+    masks = (payload or {}).get("masks")
+    if masks:
+        model.set_masks(masks)
+    return model.to(device)
+
+
+@dataclasses.dataclass
+class RebuiltRun:
+    """A finished run rebuilt from its saved config: its method, data, tasks and model (the
+    structure its search chose; the weights are the initial ones until a checkpoint's load)."""
+
+    method: Any
+    data: Any
+    tasks: list
+    model: Any
+
+
+def rebuild_run(
+    cfg: DictConfig, payload: dict[str, Any] | None, device: torch.device
+) -> RebuiltRun:
+    """The data and model of a run from its resolved config (``.hydra/config.yaml``), built as
+    the run built them (validated, seeded by ``trainer.seed``), with the structure of its
+    main-phase checkpoint ``payload`` (:func:`restore_structure`)."""
+    validate(cfg)
+    method = build(cfg.method)
+    seed_everything(cfg.trainer.seed)
+    data, tasks, _, model = build_model(cfg, method, device)
+    return RebuiltRun(method, data, tasks, restore_structure(method, model, payload, device))
 
 
 def fidelity(*components: Any) -> dict[str, list[str]]:
@@ -323,6 +371,24 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def _trackers(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Trackers:
+    """The experiment trackers of ``logger=...`` (``trainer.tensorboard=true`` is an alias of
+    ``logger=tensorboard``); a sweep's jobs share the sweep folder as their group."""
+    from mtlrun.config.schema import SCHEMAS
+
+    nodes = dict(cfg.get("logger") or {})
+    unknown = sorted(str(k) for k in nodes if k not in SCHEMAS["logger"])
+    if unknown:
+        raise ConfigError(
+            f"`logger.{unknown[0]}` is not a logger (allowed: {', '.join(SCHEMAS['logger'])})."
+        )
+    if cfg.trainer.get("tensorboard") and "tensorboard" not in nodes:
+        nodes["tensorboard"] = OmegaConf.structured(SCHEMAS["logger"]["tensorboard"])
+    group = sweep.sweep_folder() or str(cfg.name)
+    runtime = {"run_dir": run_dir, "config": config, "default_group": group}
+    return Trackers([build(node, runtime=runtime) for node in nodes.values()], run_dir)
+
+
 def _run(
     cfg: DictConfig,
     run_dir: Path,
@@ -348,14 +414,16 @@ def _run(
                     _write_hydra_files(run_dir, cfg, overrides)
                 except OSError as e:
                     raise storage_error(e, run_dir) from None
-                tensorboard = TensorBoardLog(run_dir) if cfg.trainer.get("tensorboard") else None
+                trackers = _trackers(cfg, run_dir, config)  # logger=...; a missing library: here
                 try:
-                    return _train(
-                        cfg, method, run_dir, config, command, overrides, resume, tensorboard
+                    metrics = _train(
+                        cfg, method, run_dir, config, command, overrides, resume, trackers
                     )
-                finally:
-                    if tensorboard is not None:
-                        tensorboard.close()
+                except BaseException:
+                    trackers.close("failed")
+                    raise
+                trackers.finish(metrics)  # after metrics.json; a tracker's failure: a warning
+                return metrics
         except MtlrunError:
             folder.forget_if_unused()  # e.g. a data error: the rejected run leaves nothing
             raise
@@ -369,7 +437,7 @@ def _train(
     command: str | None,
     overrides: list[str] | None,
     resume: Resume | None,
-    tensorboard: TensorBoardLog | None = None,
+    trackers: Trackers | None = None,
 ) -> dict[str, Any]:
     settings = _settings(cfg)
     cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -414,15 +482,15 @@ def _train(
         search_source,
         cache,
     )
-    ctx.on_history = tensorboard.rows if tensorboard is not None else None
+    ctx.on_history = trackers.rows if trackers is not None else None
     epochs = method.main_epochs(settings.max_epochs)
     state: FitState | None = None
     search: dict[str, Any] | None = None
     if resume is not None and resume.last is not None:
-        saved_search = (resume.payload or {}).get("search")
-        if saved_search:  # the structure the search chose (policy, tree) before the weights load
-            model = method.rebuild(model, saved_search).to(device)
+        if (resume.payload or {}).get("search"):  # policy, tree, masks before the weights load
+            model = restore_structure(method, model, resume.payload, device)
             ctx.model = model
+            params = model.param_counts()  # of the searched structure, as a run that searched
             optimizer = make_optimizer(model.weight_parameters())
         state, payload = restore(
             resume.last, model, optimizer, balancer, strict=not method.searches

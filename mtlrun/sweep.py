@@ -79,6 +79,13 @@ def in_sweep() -> bool:
     return _sweep_job() is not None
 
 
+def sweep_folder() -> str | None:
+    """The running job's sweep folder (``hydra.sweep.dir``, as given) when it is a sweep's job:
+    the name its runs share in a tracker (``logger=...``: one experiment per sweep)."""
+    hydra_cfg = _sweep_job()
+    return str(hydra_cfg.sweep.dir) if hydra_cfg is not None else None
+
+
 # Jobs that submitit's local launcher starts at once (:func:`tell_local_jobs_their_number`).
 JOBS_AT_ONCE = "MTLRUN_JOBS_AT_ONCE"
 
@@ -114,7 +121,7 @@ def tell_local_jobs_their_number() -> None:
         return original(self, job_overrides, initial_job_idx)
 
     launch.tells_jobs_at_once = True  # type: ignore[attr-defined]
-    LocalLauncher.launch = launch  # type: ignore[method-assign]
+    LocalLauncher.launch = launch
 
 
 def job_threads(explicit: int | None) -> int | None:

@@ -1,6 +1,9 @@
 # Shared by the reproduce_*.sh scripts: output folder, reduced mode, one run per row.
 # REDUCED=1 sizes a run for two CPU cores: data and epochs are cut, every run records the cuts in
 # metrics.json data.deviations and notes=reduced, and the report marks such rows.
+# DEBUG=fast runs every row with debug=fast (conf/debug/: each phase a few steps, in seconds) to
+# check that the script, its configs and its report work end to end; its numbers mean nothing
+# (notes=debug, never kept). DEBUG=overfit likewise. It replaces REDUCED when both are set.
 # PARALLEL=N runs N rows at once (e.g. on one GPU, whose small steps leave it mostly idle): each
 # row's output goes to <row>.log beside its folder, each takes the box's cores / N torch threads
 # (trainer.threads), and the report waits for every row.
@@ -10,6 +13,7 @@ set -euo pipefail
 MTLRUN=${MTLRUN:-mtlrun}
 REPORT=${REPORT:-mtlrun-report}
 REDUCED=${REDUCED:-0}
+DEBUG=${DEBUG:-}
 PARALLEL=${PARALLEL:-1}
 KEEP=${KEEP:-}
 stamp=$(date +%Y-%m-%d_%H-%M-%S)
@@ -52,7 +56,9 @@ mnist3_fallback() {
 run_row() {
   local out=$1 experiment=$2 method=$3; shift 3
   local extra=()
-  if [ "$REDUCED" = 1 ]; then
+  if [ -n "$DEBUG" ]; then
+    extra=("debug=$DEBUG" notes=debug)
+  elif [ "$REDUCED" = 1 ]; then
     # shellcheck disable=SC2207
     extra=("${common_reduced[@]}" $(reduced_for "$method") $(reduced_experiment_for "$experiment"))
   fi
@@ -80,6 +86,10 @@ wait_rows() {
 # keep_rows <row>...: with KEEP set, each finished row folder $OUT/<row> goes to $KEEP/<row>.
 keep_rows() {
   [ -n "$KEEP" ] || return 0
+  if [ -n "$DEBUG" ]; then
+    echo "!! KEEP ignored: results/ holds full-protocol runs only (DEBUG=$DEBUG)"
+    return 0
+  fi
   if [ "$REDUCED" = 1 ]; then
     echo "!! KEEP ignored: results/ holds full-protocol runs only (REDUCED=1)"
     return 0

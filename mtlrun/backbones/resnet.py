@@ -1,4 +1,5 @@
-"""ResNet with a CIFAR-style stem for 28x28 inputs, one block per residual block (for AdaShare).
+"""ResNet with a CIFAR-style stem for small images (28x28 grayscale, 32x32 RGB, …), one block
+per residual block (for AdaShare).
 
 He et al. 2016 layout (torchvision's BasicBlock); AdaShare (Sun et al. 2020, seed 002) runs or
 skips each residual block per task, so every residual block is its own block here and offers
@@ -54,9 +55,10 @@ class ResNet:
 
     Blocks (fresh parameters on every call, from the global torch RNG):
     ``stem``: images (B, C_in, H, W) -> (B, width, H, W) (3x3 conv stride 1, BN, ReLU; no
-    max-pool); ``layer{s}_{i}`` for stage s = 1..4 and block i: a :class:`ResidualBlock` with
-    ``width * 2**(s-1)`` channels, the first block of stages 2-4 halving H and W (stride 2).
-    28x28 inputs: 28 -> 28 -> 14 -> 7 -> 4. Heads: global average pool -> Linear -> (B, n_classes).
+    max-pool; C_in is ``input_spec.channels``); ``layer{s}_{i}`` for stage s = 1..4 and block i:
+    a :class:`ResidualBlock` with ``width * 2**(s-1)`` channels, the first block of stages 2-4
+    halving H and W (stride 2). 28x28 inputs: 28 -> 28 -> 14 -> 7 -> 4; 32x32: 32 -> 32 -> 16
+    -> 8 -> 4. Heads: global average pool -> Linear -> (B, n_classes), for any input size.
     ``depth`` 18 or 34 picks the blocks per stage; ``layers`` (4 ints) overrides it.
     """
 

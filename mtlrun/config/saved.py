@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 # Keys that change how a run is executed or logged, never what a search computes (a search
 # cache key leaves them out; the device enters it as the type it resolved to).
 RUN_ONLY = (
+    "logger",  # experiment trackers see the run; they do not change it
     "trainer.resume",
     "trainer.resume_dir",
     "trainer.device",
@@ -36,6 +37,26 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: d}
+
+
+def upgrade(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config saved by an earlier mtlrun, in today's keys with the same meaning, so that
+    such a run can still be resumed or evaluated: ``trainer.lr_decay`` d became the
+    ``scheduler`` group (``constant`` for d = 0, else ``inverse_time`` with ``decay`` d: the
+    same learning rates), and a config without ``trainer.precision`` trained in fp32."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+    trainer = out.get("trainer")
+    if isinstance(trainer, dict):
+        if "lr_decay" in trainer:
+            decay = trainer.pop("lr_decay")
+            if "scheduler" not in out:
+                out["scheduler"] = (
+                    {"_target_": "mtlrun.training.schedule.InverseTime", "decay": decay}
+                    if decay
+                    else {"_target_": "mtlrun.training.schedule.Constant"}
+                )
+        trainer.setdefault("precision", "fp32")
+    return out
 
 
 def saved_config(run_dir: Path) -> dict[str, Any] | None:

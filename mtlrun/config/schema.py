@@ -63,6 +63,41 @@ class ConllDataConf(DataConf):
 
 
 @dataclass
+class TaggingDataConf(DataConf):
+    """Any CoNLL-style column files (docs/data-tagging.md). The defaults read CoNLL-2003's files
+    under MTLRUN_DATA as data=conll does; point root/train/valid/test, columns and tasks at
+    other data."""
+
+    _target_: str = "mtlrun.data.tagging.tagging_data"
+    name: str = "tagging"  # the data set's name in logs, metrics.json and reports
+    modality: str = "text"
+    tasks: list[str] = field(default_factory=lambda: ["pos", "chunk", "ner"])  # columns to train
+    root: str = DATA_ROOT + "/conll2003"
+    train: str = "train.txt"  # file names under root (an absolute path stands alone)
+    valid: str = "valid.txt"
+    test: str = "test.txt"
+    # task -> {column: 0-based index (negative: from the end), scheme: token | iob1 | iob2 |
+    # bio | bioes, metric: accuracy | f1 | null (token: accuracy, spans: f1)}; null: CoNLL-2003's
+    # (pos 1 token, chunk 2 iob1, ner 3 iob1). Typed as Any (as balancer.weights) so that
+    # data.columns={upos: {column: 3}} replaces it from the command line; tagging_data checks it.
+    columns: Any = None
+    word_column: int = 0
+    separator: str = "whitespace"  # whitespace | tab (tab: fields may hold spaces, CoNLL-U)
+    comment: str | None = None  # skip lines starting with this ("#" for CoNLL-U)
+    docstart: str | None = "-DOCSTART-"  # a first field marking a new document (dropped)
+    id_column: int | None = None  # CoNLL-U ID column: skip multiword (1-2) and empty (1.1) lines
+    min_word_freq: int = 1
+    max_word_len: int = 30
+    max_sentence_len: int | None = None  # split longer training sentences (null: keep whole)
+    batching: str = "random"  # random | buckets (length buckets; recorded as a deviation)
+    buckets: int = 10  # length buckets of batching=buckets
+    # Training label scheme per span (f1) task, bio | bioes, scored in BIO; null: all BIO. Any
+    # (as columns) so that data.tag_schemes={ner: bioes} can replace the null.
+    tag_schemes: Any = None
+    zero_digits: bool = False  # map digits to 0 in the word table
+
+
+@dataclass
 class Mnist3DataConf(DataConf):
     _target_: str = "mtlrun.data.images.mnist3_data"
     name: str = "mnist3"
@@ -77,6 +112,41 @@ class Mnist3DataConf(DataConf):
     # Typed as Any (as balancer.weights): OmegaConf cannot merge a command-line dict into a
     # null typed dict; mnist3_data checks the value.
     random_affine: Any = None
+
+
+@dataclass
+class VisionDataConf(DataConf):
+    """Image tasks from torchvision's data sets (docs/data-images.md); data=mnist3 is one."""
+
+    _target_: str = "mtlrun.data.vision.vision_data"
+    name: str = "vision"
+    modality: str = "image"
+    # task -> a torchvision.datasets class name, or {dataset, root, classes, args, train_split,
+    # test_split}, e.g. {cifar: CIFAR10, svhn: {dataset: SVHN, root: PATH}}. Required; Any and
+    # null so that a command-line dict replaces it (a typed or filled dict would only merge
+    # into it), and vision_data names the key when it is left unset.
+    tasks: Any = None
+    root: str = DATA_ROOT  # each class looks for its own files under it (or a task's root)
+    download: bool = False  # let torchvision fetch missing files (online)
+    verify: bool = True  # false: torchvision's checksum checks only ask that files exist
+    valid_size: int = 5000  # validation: the last N training images of each task
+    missing_train: str = "error"  # error | split_test
+    split_seed: int = 0
+    channels: int | None = None  # 1 | 3: convert every task's images (null: refuse a mix)
+    size: list[int] | None = None  # [H, W]: resize every task's images (null: refuse a mix)
+    random_affine: Any = None  # task -> RandomAffine degrees on training batches (as mnist3)
+
+
+@dataclass
+class PythonDataConf(DataConf):
+    """One's own tasks from a Python function (docs/data-python.md)."""
+
+    _target_: str = "mtlrun.data.custom.python_data"
+    name: str = "python"
+    modality: str = "image"  # image for TaskTensors; a MultiTaskData object's own otherwise
+    factory: str | None = None  # required: package.module:function or path/to/file.py:function
+    args: Any = None  # keyword arguments of the function (Any: a command-line dict replaces it)
+    tasks: Any = None  # null: every task the function returns; else a list of them
 
 
 # ---------------------------------------------------------------------- backbones
@@ -440,10 +510,10 @@ class TrainerConf:
     resume: bool = False
     resume_dir: str | None = None  # run dir to resume; default: the newest unfinished run
     grad_clip: float | None = 5.0  # max global gradient norm; null disables
-    lr_decay: float = 0.0  # lr_e = lr / (1 + lr_decay * e)  (Ma & Hovy 2016)
     patience: int | None = None  # stop after this many epochs without a better valid score
     max_minutes: float | None = None  # stop after the epoch that crosses this wall-time budget
     steps_per_epoch: int | None = None  # default: one pass over the largest task
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (CUDA, loss scaling)
     progress: bool = True  # progress bar (only shown on a terminal)
     save_predictions: bool = True
     plots: bool = True
@@ -452,6 +522,90 @@ class TrainerConf:
     # Finished search phases shared by runs whose searches read the same inputs (a keep-ratio
     # sweep searches once); relative to the launch directory; null: never shared.
     search_cache: str | None = "${oc.env:MTLRUN_SEARCH_CACHE,outputs/search_cache}"
+
+
+# ---------------------------------------------------------------------- scheduler
+# The learning rate of each epoch of a training phase (mtlrun/training/schedule.py; every phase
+# of a method starts its schedule afresh at optim.lr). docs/training.md describes each option.
+
+
+@dataclass
+class ConstantSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.Constant"
+
+
+@dataclass
+class InverseTimeSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.InverseTime"
+    decay: float = 0.05  # lr_e = lr / (1 + decay * e)  (Ma & Hovy 2016; was trainer.lr_decay)
+
+
+@dataclass
+class StepSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.Step"
+    step_size: int = 10  # epochs between two multiplications by gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class WarmupSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.Warmup"
+    epochs: int = 1  # linear warm-up epochs, from start_factor * lr to lr; then lr
+    start_factor: float = 0.1
+
+
+@dataclass
+class CosineSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.Cosine"
+    eta_min: float = 0.0  # the lr that the cosine reaches at the end of the phase
+    warmup_epochs: int = 0  # linear warm-up before the cosine (0: none)
+    warmup_start_factor: float = 0.1
+
+
+@dataclass
+class PlateauSchedulerConf:
+    _target_: str = "mtlrun.training.schedule.Plateau"
+    factor: float = 0.1  # lr *= factor when the mean validation score stalls
+    patience: int = 10  # epochs without improvement before a reduction
+    threshold: float = 1e-4  # relative improvement that counts
+    cooldown: int = 0  # epochs after a reduction before counting again
+    min_lr: float = 0.0
+
+
+# ------------------------------------------------------------------------- logger
+# logger=mlflow|wandb|tensorboard, or several: logger=[mlflow,tensorboard]. Each option's YAML
+# puts its settings under its own key (logger.mlflow.*, ...), so options of the group combine.
+# What each tracker records, and where: docs/trackers.md.
+
+
+@dataclass
+class MLflowConf:
+    _target_: str = "mtlrun.training.mlflow_tracker.MLflowTracker"
+    # a folder (an MLflow file store; relative: to the launch folder) or a URI (http://, sqlite://)
+    tracking_uri: str = "${oc.env:MLFLOW_TRACKING_URI,mlruns}"
+    experiment: str | None = None  # null: the sweep folder for a sweep's jobs, else `name`
+    run_name: str | None = None  # null: the run folder's name
+    tags: Any = None  # extra run tags, e.g. logger.mlflow.tags={owner:me} (Any: as weights)
+    artifacts: bool = True  # log the run folder's plots, JSON, history.csv and .hydra/ files
+
+
+@dataclass
+class WandbConf:
+    _target_: str = "mtlrun.training.wandb_tracker.WandbTracker"
+    mode: str = "offline"  # offline (<run>/wandb/; `wandb sync` later) | online | disabled
+    project: str = "mtlrun"
+    entity: str | None = None
+    group: str | None = None  # null: the sweep folder for a sweep's jobs, else `name`
+    run_name: str | None = None  # null: the run folder's name
+    tags: list[str] = field(default_factory=list)
+    artifacts: bool = True  # save the run folder's plots, JSON, history.csv and .hydra/ files
+
+
+@dataclass
+class TensorBoardConf:
+    """Event files under <run>/tensorboard/ (``trainer.tensorboard=true`` is an alias)."""
+
+    _target_: str = "mtlrun.training.trackers.TensorBoardTracker"
 
 
 # ------------------------------------------------------------------------- top
@@ -465,12 +619,21 @@ class Config:
     balancer: Any = MISSING
     optim: Any = MISSING
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    scheduler: Any = MISSING
+    logger: Any = None  # logger=<option> or a list: {mlflow: ..., wandb: ..., tensorboard: ...}
     name: str = "run"  # experiment name, recorded in metrics.json
     notes: str | None = None
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"toy": ToyDataConf, "conll": ConllDataConf, "mnist3": Mnist3DataConf},
+    "data": {
+        "toy": ToyDataConf,
+        "conll": ConllDataConf,
+        "tagging": TaggingDataConf,
+        "mnist3": Mnist3DataConf,
+        "vision": VisionDataConf,
+        "python": PythonDataConf,
+    },
     "backbone": {"cnn_bilstm": CNNBiLSTMConf, "lenet_bn": LeNetBNConf, "resnet": ResNetConf},
     "method": {
         "single": SingleConf,
@@ -498,6 +661,15 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "optim": {"sgd": SGDConf, "adam": AdamConf},
     "trainer": {"default": TrainerConf},
+    "scheduler": {
+        "constant": ConstantSchedulerConf,
+        "inverse_time": InverseTimeSchedulerConf,
+        "step": StepSchedulerConf,
+        "warmup": WarmupSchedulerConf,
+        "cosine": CosineSchedulerConf,
+        "plateau": PlateauSchedulerConf,
+    },
+    "logger": {"mlflow": MLflowConf, "wandb": WandbConf, "tensorboard": TensorBoardConf},
 }
 
 

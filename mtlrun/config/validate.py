@@ -13,6 +13,7 @@ from mtlrun.data.buckets import BATCHING
 from mtlrun.data.conll import CONLL_TASKS
 from mtlrun.data.mnist3 import MNIST3_TASKS
 from mtlrun.errors import ConfigError
+from mtlrun.training.precision import PRECISIONS
 
 TASKS = {"toy": CONLL_TASKS, "conll": CONLL_TASKS, "mnist3": MNIST3_TASKS}
 TEXT_ONLY_METHODS = ("soft", "hierarchical")
@@ -43,7 +44,7 @@ def _positive_or_null(v: Any) -> bool:
     return v is None or v >= 1
 
 
-MULTI_INPUT_DATA = ("mnist3",)
+MULTI_INPUT_DATA = ("mnist3", "vision")
 PER_TASK_OUTPUT_METHODS = ("single_subnet", "sparse_imp", "sparse_ste", "soft")
 
 
@@ -137,7 +138,7 @@ def _schema_of(group: str, node: Any) -> type | None:
 
     if group == "":
         return Config
-    options = SCHEMAS.get(group, {})
+    options = SCHEMAS.get(group.split(".")[0], {})  # logger.mlflow: an option of logger
     if group == "trainer":
         return options.get("default")
     name = node.get("name") if isinstance(node, DictConfig) else None
@@ -153,7 +154,8 @@ def _unknown_keys(p: list[str], cfg: DictConfig) -> None:
     import dataclasses
     import difflib
 
-    groups = ["", "data", "backbone", "method", "balancer", "optim", "trainer"]
+    groups = ["", "data", "backbone", "method", "balancer", "optim", "scheduler", "trainer"]
+    groups += [f"logger.{name}" for name in _get(cfg, "logger") or {}]  # logger=[a,b]: each
     for group in groups:
         node = cfg if group == "" else _get(cfg, group)
         schema = _schema_of(group, node)
@@ -190,7 +192,7 @@ def validate(cfg: DictConfig) -> None:
     _check(
         p, cfg, f"{t}.grad_clip", lambda v: v is None or v > 0, "> 0, or null to disable clipping"
     )
-    _check(p, cfg, f"{t}.lr_decay", lambda v: v >= 0, ">= 0")
+    _check(p, cfg, f"{t}.precision", lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS))
     _check(p, cfg, f"{t}.patience", _positive_or_null, "an integer >= 1 or null")
     _check(p, cfg, f"{t}.max_minutes", lambda v: v is None or v > 0, "> 0 or null")
     _check(p, cfg, f"{t}.threads", lambda v: v is None or v >= 1, "an integer >= 1 or null")

@@ -19,7 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mtlrun.data.conll import CONLL_TASKS, Sentence, iob1_to_iob2, warn_long_sentences
+from mtlrun.data.columns import Sentence, iob1_to_iob2, warn_long_sentences
+from mtlrun.data.conll import CONLL_COLUMNS, CONLL_TASKS
 from mtlrun.errors import DataError
 
 HUB_REPO = "eriktks/conll2003"
@@ -145,7 +146,7 @@ def _names(path: Path, row: int, task: str, ids: list[int] | None, n: int) -> tu
                 f"(the hub's {len(labels)} {task} labels)"
             )
     names = tuple(labels[i] for i in ids)
-    return names if task == "pos" else iob1_to_iob2(names)
+    return iob1_to_iob2(names) if CONLL_COLUMNS[task].span else names
 
 
 def download_parquet_branch() -> Path:

@@ -1,4 +1,5 @@
-"""Image classification tasks with one input stream each (MNIST, Fashion-MNIST, KMNIST).
+"""Image classification tasks with one input stream each (``data=vision``, ``data=mnist3``,
+tensors of a Python data set).
 
 Every training step draws one batch of each task (seed 001 §4.5): the tasks read different
 images, so a step is a list of one group per task.
@@ -9,21 +10,26 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtlrun.data.base import Group, InputSpec, Task, capped_batch_size
 from mtlrun.data.mnist3 import (
+    FOLDERS,
     MNIST3_TASKS,
     ImageSplits,
     check_files,
     check_same_size,
+    check_split_arguments,
     image_size,
-    load_image_task,
 )
 from mtlrun.data.subset import split_indices
+from mtlrun.data.vision_read import load_vision_splits
+from mtlrun.data.vision_tasks import VisionTask
 from mtlrun.errors import ConfigError, DataError
 
 CLASS_NAMES = {
@@ -49,6 +55,22 @@ def _degrees(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
+def affine_degrees(random_affine: Any, tasks: Sequence[str]) -> dict[str, float]:
+    """``data.random_affine`` checked: null, or a mapping of some of ``tasks`` to degrees >= 0.
+    Anything else is a ConfigError naming the key."""
+    ok = random_affine is None or (
+        isinstance(random_affine, Mapping)
+        and all(t in tasks and _degrees(v) for t, v in random_affine.items())
+    )
+    if not ok:
+        shown = dict(random_affine) if isinstance(random_affine, Mapping) else random_affine
+        raise ConfigError(
+            f"`data.random_affine` should map tasks of `data.tasks` to degrees >= 0. "
+            f"Found `data.random_affine = {shown}`."
+        )
+    return {str(t): float(v) for t, v in (random_affine or {}).items()}
+
+
 def random_affine(images: Tensor, degrees: float, generator_seed: int) -> Tensor:
     """Each image of (N, 1, H, W) floats in [-1, 1] through its own
     ``torchvision.transforms.RandomAffine(degrees, shear=degrees)`` (the authors'
@@ -62,9 +84,14 @@ def random_affine(images: Tensor, degrees: float, generator_seed: int) -> Tensor
         return torch.stack([affine(img) for img in images])
 
 
-def _to_float(images: Tensor) -> Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) scaled to [-1, 1]."""
-    return (images.float().unsqueeze(1) / 127.5) - 1.0
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, H, W) scaled to [-1, 1]; float images
+    (a Python data set's) are kept as they are, as float32."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.is_floating_point():
+        return images.float()
+    return (images.float() / 127.5) - 1.0
 
 
 def _check_sizes(splits: dict[str, ImageSplits]) -> None:
@@ -98,7 +125,8 @@ class ImageTasksData:
         # task -> RandomAffine degrees (= shear) applied to its training batches; {}: none
         self.affine = {t: float(v) for t, v in (affine or {}).items() if v}
         self.tasks = [
-            Task(t, "accuracy", CLASS_NAMES.get(t, tuple(map(str, range(10))))) for t in splits
+            Task(t, "accuracy", s.classes or CLASS_NAMES.get(t, tuple(map(str, range(10)))))
+            for t, s in splits.items()
         ]
         self.deviations = [s.deviation for s in splits.values() if s.deviation]
         limits = {"train": limit_train, "valid": limit_eval, "test": limit_eval}
@@ -108,7 +136,7 @@ class ImageTasksData:
             for task, s in splits.items():
                 x, y = getattr(s, split)
                 self.data[split][task] = (
-                    _to_float(x[:limit] if limit else x),
+                    to_float(x[:limit] if limit else x),
                     y[:limit] if limit else y,
                 )
         for split, limit in limits.items():
@@ -197,32 +225,27 @@ def mnist3_data(
     modality: str = "image",
     random_affine: Mapping[str, float] | None = None,
 ) -> ImageTasksData:
-    """MNIST + Fashion-MNIST + KMNIST (METHODS §2) from torchvision's raw layout under ``root``.
+    """MNIST + Fashion-MNIST + KMNIST (METHODS §2) from torchvision's raw layout under ``root``:
+    ``data=vision`` (:func:`mtlrun.data.vision.vision_data`) with the tasks ``mnist: MNIST``,
+    ``fashion: FashionMNIST``, ``kmnist: KMNIST`` (class names as the thesis writes them).
 
     Every selected task's files are checked before any is read into training tensors.
     ``random_affine``: task -> degrees of a RandomAffine(degrees, shear=degrees) on its training
     batches (the authors' configs/trinist: mnist 10, fashion 10, kmnist 20); empty: none.
     """
-    mapping = isinstance(random_affine, Mapping | None)
-    bad = (
-        {t: v for t, v in (random_affine or {}).items() if t not in tasks or not _degrees(v)}
-        if mapping
-        else True
-    )
-    if bad:
-        raise ConfigError(
-            f"`data.random_affine` should map tasks of `data.tasks` to degrees >= 0. "
-            f"Found `data.random_affine = {dict(random_affine or {}) if mapping else random_affine}`."
-        )
+    affine = affine_degrees(random_affine, tasks)
     unknown = [t for t in tasks if t not in MNIST3_TASKS]
     if unknown or not tasks:
         raise ConfigError(
             f"`data.tasks` should be a non-empty subset of {list(MNIST3_TASKS)}. "
             f"Found `data.tasks = {list(tasks)}`."
         )
-    for t in tasks:  # every task's files first: a missing one stops the run before any reading
+    check_split_arguments(valid_size, missing_train)
+    for t in tasks:  # the mnist3 way on for a missing file: data.tasks=[<the others>]
         check_files(Path(root), t, missing_train)
-    splits = {
-        t: load_image_task(Path(root), t, valid_size, missing_train, split_seed) for t in tasks
-    }
-    return ImageTasksData(name, splits, limit_train, limit_eval, dict(random_affine or {}))
+    specs = {t: VisionTask(dataset=FOLDERS[t]) for t in tasks}
+    splits, _ = load_vision_splits(
+        specs, root, valid_size=valid_size, missing_train=missing_train, split_seed=split_seed
+    )
+    splits = {t: replace(s, classes=CLASS_NAMES[t]) for t, s in splits.items()}
+    return ImageTasksData(name, splits, limit_train, limit_eval, affine)

@@ -1,10 +1,13 @@
 """MNIST, Fashion-MNIST and KMNIST read from torchvision's raw idx layout.
 
-Each task lives in ``<root>/<Folder>/raw/`` as the four unpacked idx files. Validation is the
-last ``valid_size`` training images; test is the official t10k set. When a task's training files
-are missing, ``missing_train="split_test"`` builds train/valid/test from its official test set
-(80/10/10 %, stratified by class: 8000/1000/1000 for the 10,000-image test sets) and records
-that as a deviation from the paper's protocol.
+Each task lives in ``<root>/<Folder>/raw/`` as the four unpacked idx files, read with
+torchvision's own idx readers. Validation is the last ``valid_size`` training images; test is
+the official t10k set. When a task's training files are missing, ``missing_train="split_test"``
+builds train/valid/test from its official test set (80/10/10 %, stratified by class:
+8000/1000/1000 for the 10,000-image test sets) and records that as a deviation from the paper's
+protocol. ``data=vision`` reads every torchvision class of this layout (``<Folder>`` is the class
+name) through these functions, and shares :func:`split_train` with the others
+(:mod:`mtlrun.data.vision_read`).
 """
 
 from __future__ import annotations
@@ -27,30 +30,37 @@ N_CLASSES = 10  # every task of the family: labels are 0..9
 _DESCRIPTIONS = {TRAIN_FILES[0]: "train images", TRAIN_FILES[1]: "train labels"}
 
 
+Pair = tuple[Tensor, Tensor]
+
+
 @dataclass
 class ImageSplits:
-    """One task's splits as ``(images uint8 (N, 28, 28), labels int64 (N,))`` pairs.
+    """One task's splits as ``(images, labels int64 (N,))`` pairs.
 
-    ``deviation`` is a one-line note when the splits differ from the official protocol;
-    ``images_file`` is the idx file the training images came from (for messages).
+    Images are uint8 (N, H, W) or (N, C, H, W) (scaled to [-1, 1] by
+    :class:`mtlrun.data.images.ImageTasksData`), or floats (N, C, H, W) used as they are (a
+    Python data set, :mod:`mtlrun.data.custom`). ``deviation`` is a one-line note when the
+    splits differ from the official protocol; ``images_file`` is the idx file the training
+    images came from (for messages); ``classes`` names the labels (None: the task's defaults).
     """
 
-    train: tuple[Tensor, Tensor]
-    valid: tuple[Tensor, Tensor]
-    test: tuple[Tensor, Tensor]
+    train: Pair
+    valid: Pair
+    test: Pair
     deviation: str | None = None
     images_file: Path | None = None
+    classes: tuple[str, ...] | None = None
 
 
-def raw_dir(root: Path, task: str) -> Path:
-    """The folder holding ``task``'s idx files: ``<root>/<Folder>/raw``."""
-    return Path(root) / FOLDERS[task] / "raw"
+def raw_dir(root: Path, task: str, folder: str | None = None) -> Path:
+    """The folder holding ``task``'s idx files: ``<root>/<Folder>/raw`` (``folder``: the
+    torchvision class name, by default ``task``'s in :data:`FOLDERS`)."""
+    return Path(root) / (folder or FOLDERS[task]) / "raw"
 
 
-def _missing_message(task: str, missing: list[Path], train_only: bool) -> str:
-    others = ",".join(t for t in MNIST3_TASKS if t != task)
+def _missing_message(task: str, missing: list[Path], train_only: bool, drop: str) -> str:
     files = ", ".join(str(p.resolve()) for p in missing)
-    ways = [f"drop the task with data.tasks=[{others}]"]
+    ways = [f"drop the task with {drop}"]
     if train_only:
         ways.append(
             "or build train/valid/test from its official test set with "
@@ -60,19 +70,28 @@ def _missing_message(task: str, missing: list[Path], train_only: bool) -> str:
     return f"{task}: missing data file(s): {files}. Ways on: {', '.join(ways)}."
 
 
-def check_files(root: Path, task: str, missing_train: str = "error") -> list[Path]:
+def check_files(
+    root: Path,
+    task: str,
+    missing_train: str = "error",
+    folder: str | None = None,
+    drop: str | None = None,
+) -> list[Path]:
     """Check a task's four idx files before anything is read; return the missing train files.
 
     Missing test files always stop the run; missing train files only with
-    ``missing_train="error"``. The message names every missing file and the ways on.
+    ``missing_train="error"``. The message names every missing file and the ways on (``drop``:
+    how to leave the task out, by default ``data.tasks=[<the other mnist3 tasks>]``).
     """
-    folder = raw_dir(root, task)
-    missing_test = [folder / n for n in TEST_FILES if not (folder / n).is_file()]
-    missing_train_files = [folder / n for n in TRAIN_FILES if not (folder / n).is_file()]
+    raw = raw_dir(root, task, folder)
+    if drop is None:
+        drop = f"data.tasks=[{','.join(t for t in MNIST3_TASKS if t != task)}]"
+    missing_test = [raw / n for n in TEST_FILES if not (raw / n).is_file()]
+    missing_train_files = [raw / n for n in TRAIN_FILES if not (raw / n).is_file()]
     if missing_test:
-        raise DataError(_missing_message(task, missing_test + missing_train_files, False))
+        raise DataError(_missing_message(task, missing_test + missing_train_files, False, drop))
     if missing_train_files and missing_train == "error":
-        raise DataError(_missing_message(task, missing_train_files, True))
+        raise DataError(_missing_message(task, missing_train_files, True, drop))
     return missing_train_files
 
 
@@ -110,8 +129,10 @@ def _read_pair(
 
 
 def image_size(images: Tensor) -> str:
-    """``"HxW"`` of uint8 images (N, H, W)."""
-    return "x".join(str(d) for d in images.shape[1:])
+    """``"HxW"`` of images (N, H, W) or (N, 1, H, W); ``"HxW, C channels"`` of (N, C, H, W)."""
+    size = "x".join(str(d) for d in images.shape[-2:])
+    channels = images.shape[1] if images.dim() == 4 else 1
+    return size if channels == 1 else f"{size}, {channels} channels"
 
 
 def check_same_size(first: Path, first_images: Tensor, other: Path, other_images: Tensor) -> None:
@@ -170,6 +191,11 @@ def _check_arguments(task: str, valid_size: int, missing_train: str) -> None:
         raise ConfigError(
             f"`data.tasks` entries should be one of {list(MNIST3_TASKS)}. Found `{task}`."
         )
+    check_split_arguments(valid_size, missing_train)
+
+
+def check_split_arguments(valid_size: int, missing_train: str) -> None:
+    """``data.valid_size`` >= 1 and ``data.missing_train`` one of :data:`MISSING_TRAIN_MODES`."""
     if missing_train not in MISSING_TRAIN_MODES:
         raise ConfigError(
             f"`data.missing_train` should be one of {list(MISSING_TRAIN_MODES)}. "
@@ -181,6 +207,73 @@ def _check_arguments(task: str, valid_size: int, missing_train: str) -> None:
         )
 
 
+@dataclass
+class RawTask:
+    """One task's images before the train/valid split (pairs as in :class:`ImageSplits`).
+
+    ``train`` is None when its files are missing (``missing`` says which: "train images");
+    ``source`` names the training set in messages (its labels file, or the torchvision class
+    and folder); ``images_file`` is the idx file of the images the backbone input is sized by.
+    """
+
+    train: Pair | None
+    test: Pair
+    source: str
+    images_file: Path | None = None
+    missing: str | None = None
+
+
+def read_idx_task(
+    root: Path,
+    task: str,
+    missing_train: str = "error",
+    folder: str | None = None,
+    drop: str | None = None,
+    n_classes: int = N_CLASSES,
+) -> RawTask:
+    """Read a task's idx files from ``<root>/<folder>/raw/`` (see :func:`check_files`), with
+    torchvision's idx readers: images uint8 (N, H, W), labels int64 (N,) in ``0..n_classes-1``.
+    """
+    missing_train_files = check_files(root, task, missing_train, folder, drop)
+    raw = raw_dir(root, task, folder)
+    train_paths = [raw / name for name in TRAIN_FILES]
+    test_paths = [raw / name for name in TEST_FILES]
+    test = _read_pair(test_paths[0], test_paths[1], n_classes)
+    if missing_train_files:
+        what = " and ".join(_DESCRIPTIONS[p.name] for p in missing_train_files)
+        return RawTask(None, test, str(raw.resolve()), images_file=test_paths[0], missing=what)
+    train = _read_pair(train_paths[0], train_paths[1], n_classes)
+    check_same_size(train_paths[0], train[0], test_paths[0], test[0])
+    return RawTask(train, test, str(train_paths[1].resolve()), images_file=train_paths[0])
+
+
+def split_train(task: str, raw: RawTask, valid_size: int, seed: int = 0) -> ImageSplits:
+    """Train/valid/test of one task: validation is the last ``valid_size`` training images,
+    test the official test set; without a training set, :func:`split_test_set` of the test set
+    with ``seed`` (recorded in ``deviation``)."""
+    if raw.train is None:
+        train, valid, test = split_test_set(*raw.test, seed=seed)
+        deviation = (
+            f"{task}: {raw.missing or 'training set'} missing; train/valid/test = "
+            f"{train[1].shape[0]}/{valid[1].shape[0]}/{test[1].shape[0]} stratified split of "
+            f"the official test set (seed {seed})"
+        )
+        return ImageSplits(train, valid, test, deviation=deviation, images_file=raw.images_file)
+    images, labels = raw.train
+    if valid_size >= labels.shape[0]:
+        raise DataError(
+            f"{raw.source}: holds {labels.shape[0]} training images, too few for "
+            f"data.valid_size={valid_size} (lower data.valid_size)"
+        )
+    cut = labels.shape[0] - valid_size
+    return ImageSplits(
+        train=(images[:cut], labels[:cut]),
+        valid=(images[cut:], labels[cut:]),
+        test=raw.test,
+        images_file=raw.images_file,
+    )
+
+
 def load_image_task(
     root: Path, task: str, valid_size: int = 5000, missing_train: str = "error", seed: int = 0
 ) -> ImageSplits:
@@ -190,36 +283,4 @@ def load_image_task(
     ``split_test`` fallback.
     """
     _check_arguments(task, valid_size, missing_train)
-    missing_train_files = check_files(root, task, missing_train)
-    folder = raw_dir(root, task)
-    train_paths = [folder / name for name in TRAIN_FILES]
-    test_paths = [folder / name for name in TEST_FILES]
-
-    test = _read_pair(test_paths[0], test_paths[1])
-    if missing_train_files:
-        train, valid, test_part = split_test_set(*test, seed=seed)
-        what = " and ".join(_DESCRIPTIONS[p.name] for p in missing_train_files)
-        deviation = (
-            f"{task}: {what} missing; train/valid/test = {train[1].shape[0]}/"
-            f"{valid[1].shape[0]}/{test_part[1].shape[0]} stratified split of the official "
-            f"test set (seed {seed})"
-        )
-        return ImageSplits(
-            train=train, valid=valid, test=test_part, deviation=deviation, images_file=test_paths[0]
-        )
-
-    images, labels = _read_pair(train_paths[0], train_paths[1])
-    check_same_size(train_paths[0], images, test_paths[0], test[0])
-    if valid_size >= labels.shape[0]:
-        raise DataError(
-            f"{train_paths[1].resolve()}: holds {labels.shape[0]} training images, too few for "
-            f"data.valid_size={valid_size} (lower data.valid_size)"
-        )
-    cut = labels.shape[0] - valid_size
-    return ImageSplits(
-        train=(images[:cut], labels[:cut]),
-        valid=(images[cut:], labels[cut:]),
-        test=test,
-        deviation=None,
-        images_file=train_paths[0],
-    )
+    return split_train(task, read_idx_task(Path(root), task, missing_train), valid_size, seed)

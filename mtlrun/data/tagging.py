@@ -1,6 +1,8 @@
-"""Sequence-tagging data (CoNLL-2003 and the generated toy set) as tensors and batches.
+"""Sequence-tagging data (column files, CoNLL-2003, the generated toy set) as tensors and batches.
 
-Every batch carries the label sequences of all tasks: the tasks read the same sentences.
+Every batch carries the label sequences of all tasks: the tasks read the same sentences. Each
+task's metric comes with the data's description of it (a column's ``metric``) and travels on
+its :class:`~mtlrun.data.base.Task` to the scores and ``metrics.json`` (``primary``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,7 +23,18 @@ from torch.nn.utils.rnn import pad_sequence
 
 from mtlrun.data.base import IGNORE_INDEX, Group, InputSpec, Task, TextInputs, capped_batch_size
 from mtlrun.data.buckets import check_batching, length_buckets
-from mtlrun.data.conll import CONLL_TASKS, Sentence, load_conll, split_sentence
+from mtlrun.data.columns import (
+    Column,
+    ColumnFormat,
+    Sentence,
+    check_format,
+    describe_columns,
+    load_columns,
+    parse_columns,
+    split_files,
+    split_sentence,
+)
+from mtlrun.data.conll import CONLL_COLUMNS, CONLL_FORMAT, CONLL_TASKS, find_conll_files
 from mtlrun.data.conll_hub import load_conll_hub
 from mtlrun.data.subset import split_indices
 from mtlrun.data.tags import SCHEMES, to_scheme
@@ -30,7 +44,6 @@ from mtlrun.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PAD, UNK = "<pad>", "<unk>"
-METRIC = {"pos": "accuracy", "chunk": "f1", "ner": "f1"}
 # Training label schemes of Sun et al.'s prepare-data.py (fastNLP Conll2003Pipe: chunk BIO, NER
 # BIOES); read-only, as it is a signature default.
 CONLL_SCHEMES: Mapping[str, str] = MappingProxyType({"chunk": "bio", "ner": "bioes"})
@@ -59,27 +72,28 @@ class Vocab:
 
 def _select_tasks(tasks: Sequence[str], available: Sequence[str]) -> list[str]:
     unknown = [t for t in tasks if t not in available]
-    if unknown or not tasks:
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
         raise ConfigError(
-            f"`data.tasks` should be a non-empty subset of {list(available)}. "
+            f"`data.tasks` should be a non-empty subset of {list(available)} without repeats. "
             f"Found `data.tasks = {list(tasks)}`."
         )
     return list(tasks)
 
 
-def _check_tag_schemes(tag_schemes: Mapping[str, str]) -> None:
-    """Schemes are given for span tasks only (not ``pos``), each ``bio`` or ``bioes``."""
+def _check_tag_schemes(tag_schemes: Mapping[str, str], metrics: Mapping[str, str]) -> None:
+    """Schemes are given for span tasks only (``metrics[task] == "f1"``), each ``bio`` or
+    ``bioes``."""
+    spans = [t for t, m in metrics.items() if m == "f1"]
     errors = [
         f"`data.tag_schemes.{task}` should be one of {list(SCHEMES)}. "
         f"Found `data.tag_schemes.{task} = {scheme}`."
         for task, scheme in tag_schemes.items()
-        if METRIC.get(task) == "f1" and scheme not in SCHEMES
+        if task in spans and scheme not in SCHEMES
     ]
     errors += [
-        f"`data.tag_schemes.{task}`: {task!r} is not a span task; span tasks are "
-        f"{[t for t, m in METRIC.items() if m == 'f1']}."
+        f"`data.tag_schemes.{task}`: {task!r} is not a span task; span tasks are {spans}."
         for task in tag_schemes
-        if METRIC.get(task) != "f1"
+        if task not in spans
     ]
     if errors:
         raise ConfigError("\n".join(errors))
@@ -107,8 +121,10 @@ class TaggingData:
     the training forms, then the forms seen only in valid/test (``input_spec.n_train_words``
     marks the boundary; a backbone treats those as unknown unless pretrained vectors know
     them). Forms are lower-cased, and digits mapped to 0 with ``zero_digits``.
-    ``tag_schemes`` gives a span task's training labels in ``bio`` or ``bioes`` (default BIO);
-    gold tags for scoring stay IOB2 (``gold_tags``), and each Task carries its scheme.
+    ``metrics`` gives each described task's metric: ``accuracy``, or ``f1`` for a span task,
+    whose sentences hold IOB2 tags (a task not named is scored by accuracy). ``tag_schemes``
+    gives a span task's training labels in ``bio`` or ``bioes`` (default BIO); gold tags for
+    scoring stay IOB2 (``gold_tags``), and each Task carries its metric and scheme.
     """
 
     modality = "text"
@@ -127,11 +143,14 @@ class TaggingData:
         buckets: int = 10,
         tag_schemes: Mapping[str, str] | None = None,
         zero_digits: bool = False,
+        metrics: Mapping[str, str] | None = None,
     ) -> None:
         _check_max_sentence_len(max_sentence_len)
         check_batching(batching, buckets)
         schemes = dict(tag_schemes or {})
-        _check_tag_schemes(schemes)
+        described = dict(metrics or {})
+        self.metrics = {**described, **{t: "accuracy" for t in tasks if t not in described}}
+        _check_tag_schemes(schemes, self.metrics)
         self.name = name
         self.batching, self.buckets = batching, buckets
         self.deviations: list[str] = []
@@ -162,11 +181,15 @@ class TaggingData:
         }
         self.words = Vocab([*kept, *sorted(unseen - set(counts))])
         self.chars = Vocab(sorted({c for s in train for w in s.words for c in w}))
-        self.schemes = {t: schemes.get(t, "bio") if METRIC[t] == "f1" else "bio" for t in tasks}
+        self.schemes = {
+            t: schemes.get(t, "bio") if self.metrics[t] == "f1" else "bio" for t in tasks
+        }
         self.tag_vocab = {
             t: sorted({tag for s in train for tag in self._tags(s, t)}) for t in tasks
         }
-        self.tasks = [Task(t, METRIC[t], tuple(self.tag_vocab[t]), self.schemes[t]) for t in tasks]
+        self.tasks = [
+            Task(t, self.metrics[t], tuple(self.tag_vocab[t]), self.schemes[t]) for t in tasks
+        ]
         self.max_word_len = max_word_len
         self.input_spec = InputSpec(
             modality="text",
@@ -184,7 +207,8 @@ class TaggingData:
         n_long = sum(len(s) > max_len for s in train)
         if not n_long:
             return
-        self.sentences["train"] = [piece for s in train for piece in split_sentence(s, max_len)]
+        spans = [t for t, m in self.metrics.items() if m == "f1"]
+        self.sentences["train"] = [p for s in train for p in split_sentence(s, max_len, spans)]
         n_pieces = len(self.sentences["train"]) - len(train) + n_long
         self.deviations.append(
             f"{self.name}: {n_long} training sentence(s) longer than {max_len} tokens split into "
@@ -303,6 +327,99 @@ class TaggingData:
         (unseen-in-training tags included, for honest scores)."""
         return [list(s.tags[task]) for s in self.sentences[split]]
 
+    def with_split(self, name: str, sentences: Sequence[Sentence]) -> TaggingData:
+        """The same data with one more split, ``name``: ``sentences`` (e.g. a new file read in
+        the data set's format) encoded with this data's word, character and tag tables as valid
+        and test are: forms and characters unseen in training read as unknown, tags unseen in
+        training are scored but never predicted. The other splits are shared, not copied."""
+        if name in self.sentences:
+            raise ValueError(f"{self.name} already has a split named {name!r}")
+        view = copy.copy(self)
+        view.sentences = {**self.sentences, name: list(sentences)}
+        view._encoded = {**self._encoded, name: [self._encode(s) for s in sentences]}
+        return view
+
+
+def described_columns(columns: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Column]:
+    """``data.columns`` of data=tagging as Columns (None: CoNLL-2003's,
+    :data:`~mtlrun.data.conll.CONLL_COLUMNS`); a ConfigError naming every bad key."""
+    return dict(CONLL_COLUMNS) if columns is None else parse_columns(columns)
+
+
+def tagging_data(
+    root: str,
+    tasks: Sequence[str] = CONLL_TASKS,
+    columns: Mapping[str, Mapping[str, Any]] | None = None,
+    train: str = "train.txt",
+    valid: str = "valid.txt",
+    test: str = "test.txt",
+    name: str = "tagging",
+    modality: str = "text",
+    word_column: int = 0,
+    separator: str = "whitespace",
+    comment: str | None = None,
+    docstart: str | None = "-DOCSTART-",
+    id_column: int | None = None,
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+    min_word_freq: int = 1,
+    max_word_len: int = 30,
+    max_sentence_len: int | None = None,
+    batching: str = "random",
+    buckets: int = 10,
+    tag_schemes: Mapping[str, str] | None = None,
+    zero_digits: bool = False,
+) -> TaggingData:
+    """Any CoNLL-style column files: ``train``/``valid``/``test`` under ``root`` (an absolute
+    path stands alone), each task a described column (``data.columns``).
+
+    ``columns`` maps a task name to ``{column, scheme, metric}`` (see
+    :func:`mtlrun.data.columns.describe_columns`; None: CoNLL-2003's,
+    :data:`~mtlrun.data.conll.CONLL_COLUMNS`); ``tasks`` picks the columns to read and train.
+    ``tag_schemes`` (None: every span task in BIO): see TaggingData.
+    ``word_column``, ``separator``, ``comment``, ``docstart``, ``id_column``: the file layout
+    (:class:`mtlrun.data.columns.ColumnFormat`). The rest: see TaggingData. Every bad key is
+    named in one ConfigError before a file is read.
+    """
+    problems: list[str] = []
+    if columns is None:
+        described = dict(CONLL_COLUMNS)
+    else:
+        described, problems = describe_columns(columns)
+    schemes = dict(tag_schemes or {})
+    fmt = ColumnFormat(word_column, separator, comment, docstart, id_column)
+    metrics = {c.name: c.metric for c in described.values()}
+    for check in (
+        lambda: check_format(fmt),
+        lambda: _select_tasks(tasks, list(columns if isinstance(columns, Mapping) else described)),
+        lambda: _check_tag_schemes(schemes, metrics),
+        lambda: _check_max_sentence_len(max_sentence_len),
+        lambda: check_batching(batching, buckets),
+    ):
+        try:
+            check()
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    files = split_files(Path(root), {"train": train, "valid": valid, "test": test})
+    splits = load_columns(files, [described[t] for t in tasks], fmt, max_sentence_len)
+    return TaggingData(
+        name,
+        splits,
+        list(tasks),
+        limit_train,
+        limit_eval,
+        min_word_freq,
+        max_word_len,
+        max_sentence_len,
+        batching,
+        buckets,
+        schemes,
+        zero_digits,
+        metrics,
+    )
+
 
 def conll_data(
     root: str,
@@ -322,21 +439,29 @@ def conll_data(
 ) -> TaggingData:
     """CoNLL-2003 English (METHODS §2) from ``root`` (train/valid/test files) or the hub.
 
+    A preset of :func:`tagging_data`: the columns :data:`~mtlrun.data.conll.CONLL_COLUMNS`
+    (POS plain, chunk and NER in IOB1, scored by span F1), the layout
+    :data:`~mtlrun.data.conll.CONLL_FORMAT`, the files ``train.txt``/``valid.txt``/``test.txt``
+    or the original release's ``eng.train``/``eng.testa``/``eng.testb``.
     ``source="hub"`` reads parquet files under ``root`` when it holds them, else the hub's
     parquet copy (see :mod:`mtlrun.data.conll_hub`). ``max_sentence_len``, ``batching``,
     ``buckets``, ``tag_schemes``, ``zero_digits``: see TaggingData (the defaults are Sun et al.'s:
     NER in BIOES, chunk in BIO, digits kept).
     """
     tasks = _select_tasks(tasks, CONLL_TASKS)
-    _check_tag_schemes(dict(tag_schemes))
+    metrics = {c.name: c.metric for c in CONLL_COLUMNS.values()}
+    _check_tag_schemes(dict(tag_schemes), metrics)
     if source not in ("files", "hub"):
         raise ConfigError(
             f"`data.source` should be one of ['files', 'hub']. Found `data.source = {source}`."
         )
     _check_max_sentence_len(max_sentence_len)
     check_batching(batching, buckets)
-    load = load_conll if source == "files" else load_conll_hub
-    splits = load(Path(root), max_sentence_len)
+    if source == "files":
+        columns = [CONLL_COLUMNS[t] for t in tasks]
+        splits = load_columns(find_conll_files(Path(root)), columns, CONLL_FORMAT, max_sentence_len)
+    else:
+        splits = load_conll_hub(Path(root), max_sentence_len)
     return TaggingData(
         name,
         splits,
@@ -350,6 +475,7 @@ def conll_data(
         buckets,
         dict(tag_schemes),
         zero_digits,
+        metrics,
     )
 
 
@@ -367,7 +493,8 @@ def toy_data(
     batching: str = "random",
     buckets: int = 10,
 ) -> TaggingData:
-    """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL.
+    """The embedded generated tagging set (no files): tasks pos, chunk, ner like CoNLL-2003
+    (and scored as its columns are: POS by accuracy, chunk and NER by span F1).
 
     ``max_sentence_len``, ``batching``, ``buckets``: see TaggingData (toy sentences have 6-20
     tokens).
@@ -385,4 +512,5 @@ def toy_data(
         max_sentence_len=max_sentence_len,
         batching=batching,
         buckets=buckets,
+        metrics={c.name: c.metric for c in CONLL_COLUMNS.values()},  # the toy set mimics them
     )

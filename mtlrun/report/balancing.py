@@ -1,4 +1,4 @@
-"""What the seed 001 §4 balancer tables share (Figures 6, 3 and 4, built by ``wall_time``,
+"""What the Vu (2019) §4 balancer tables share (Figures 6, 3 and 4, built by ``wall_time``,
 ``solver_iterations`` and ``stationarity``): runs with their ``history.csv`` grouped by balancer
 setting, labels, per-epoch picks and the mean curves their plots draw.
 

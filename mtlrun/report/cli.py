@@ -1,5 +1,5 @@
 """``mtlrun-report OUTPUT_DIR``: tables (markdown on stdout, CSV files) and plots (the keep-ratio
-curve, seed 001 Figures 3, 4 and 6) from the ``metrics.json`` files under a run or multirun
+curve, Vu (2019) Figures 3, 4 and 6) from the ``metrics.json`` files under a run or multirun
 folder (and, for the balancer figures, the ``history.csv`` beside each)."""
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlrun-report",
         description="Report the metrics.json files under a run or multirun folder: markdown "
-        "tables on stdout, one CSV per table, and a PNG for the keep-ratio sweep and the seed "
-        "001 balancer figures (fig6, fig3, fig4: read from each run's history.csv).",
+        "tables on stdout, one CSV per table, and a PNG for the keep-ratio sweep and the balancer "
+        "figures of Vu (2019) (fig6, fig3, fig4: read from each run's history.csv).",
     )
     parser.add_argument("output_dir", type=Path, help="a run folder or a Hydra multirun folder")
     parser.add_argument(

@@ -11,12 +11,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtlrun.report.record import PRIMARY_METRIC, Record, get, primary_metric
+from mtlrun.report.record import Record, get, primary_metric
 from mtlrun.report.resume import superseded
 
 __all__ = [
     "METRICS_FILE",
-    "PRIMARY_METRIC",
     "Found",
     "Record",
     "collect",
@@ -29,6 +28,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+TRACKER_FOLDERS = {"wandb", "mlruns"}
 # metrics.json entries, besides ``test``, that a table reports (standalone experiments).
 RESULT_ENTRIES = ("ste_fit",)
 
@@ -76,14 +76,22 @@ def scan(root: Path | str) -> Found:
     """Every ``metrics.json`` under ``root`` (recursively), sorted by folder, sorted out.
 
     Unreadable files and runs with nothing to report (an empty ``{}``, a run stopped or
-    diverged before a best epoch) are skipped with a warning naming the file. A run that a
+    diverged before a best epoch) are skipped with a warning naming the file; the outputs of
+    ``mtlrun-eval`` (``RUN_DIR/eval/...``) are left out silently. A run that a
     later run resumed is superseded by it (``resume``) and left out.
     """
     root = Path(root)
     if root.is_file():
         root = root.parent
     paths = [p for p in sorted(root.rglob(METRICS_FILE)) if p.is_file()] if root.is_dir() else []
+    # copies that experiment trackers keep of a run's files (W&B's <run>/wandb/, an MLflow
+    # store's artifacts): the run itself is reported from its own folder
+    paths = [p for p in paths if not TRACKER_FOLDERS & set(p.relative_to(root).parts[:-1])]
     loaded = [load(p, root) for p in paths]
+    # mtlrun-eval's outputs (an ``evaluation`` entry): a second look at a run, never a run
+    evaluations = {r.path for r in loaded if r is not None and "evaluation" in r.metrics}
+    paths = [p for p in paths if p not in evaluations]
+    loaded = [r for r in loaded if r is not None and r.path not in evaluations]
     records = [r for r in loaded if r is not None and _reportable(r)]
     kept = {r.path for r in records}
     replaced = superseded(records)

@@ -64,7 +64,7 @@ def setting_overrides(record: Record) -> tuple[str, ...]:
     kept = []
     for override in record.overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key.endswith("seed") or key.startswith("hydra") or key in _RUN_ONLY_KEYS:
+        if key.endswith("seed") or key.startswith(("hydra", "logger")) or key in _RUN_ONLY_KEYS:
             continue
         if key == "method" or key.startswith("method."):
             continue
@@ -187,7 +187,7 @@ class Series:
 
 
 def sweep_series(records: Iterable[Record]) -> list[Series]:
-    """Keep-ratio sweeps (seed 000 Figure 4.1): runs with a test score and a
+    """Keep-ratio sweeps (Yeom (2022) Figure 4.1): runs with a test score and a
     ``method_args.keep_ratio``, of one setting, at two or more keep ratios."""
     runs = [
         r for r in records if isinstance(r.method_args.get("keep_ratio"), int | float) and r.scored

@@ -1,6 +1,6 @@
 """A run's per-epoch ``history.csv`` (next to its ``metrics.json``) and the balancer it ran with.
 
-The balancer tables (seed 001 Figures 3, 4 and 6) need curves, not only final numbers: this
+The balancer tables (Vu (2019) Figures 3, 4 and 6) need curves, not only final numbers: this
 module reads them as plain columns of numbers. Files are read once per process (cached by path,
 size and modification time), so a missing file is warned about once.
 """

@@ -108,9 +108,8 @@ def _setup(record: Record) -> tuple[str, ...]:
 
 
 def primary(record: Record, task: str) -> str:
-    """The task's primary metric as the run recorded it (``primary``), else the default."""
-    name = get(record.metrics, "primary", task)
-    return name if isinstance(name, str) and name else primary_metric(task)
+    """The task's primary metric as the run recorded it (:meth:`Record.primary`)."""
+    return record.primary(task)
 
 
 def score(record: Record, task: str) -> float | None:
@@ -176,7 +175,7 @@ def _departures(entry: Entry) -> list[str]:
 
 def _header(tasks: Sequence[str], runs: Sequence[Record]) -> list[str]:
     def name(task: str) -> str:
-        metric = next((primary(r, task) for r in runs if task in r.tasks), primary_metric(task))
+        metric = primary_metric(runs, task)
         return f"{task} {_METRIC_SHORT.get(metric, metric)}"
 
     return [name(t) for t in tasks]

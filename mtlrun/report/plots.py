@@ -19,7 +19,7 @@ from mtlrun.report.wall_time import loss_curves
 
 def plot_keep_ratio(records: Sequence[Record], path: Path | str) -> Path | None:
     """Test score (%) against the remaining ratio ``keep_ratio``, one line per task and one panel
-    per swept setting, as seed 000 Figure 4.1. Error bars are the std over seeds.
+    per swept setting, as Yeom (2022) Figure 4.1. Error bars are the std over seeds.
 
     Returns the PNG's path, or ``None`` (nothing written) when the records hold no sweep.
     """
@@ -73,7 +73,7 @@ def _draw(ax: Any, curve: Curve, xs: Sequence[float | None], **style: Any) -> No
 
 
 def plot_fig6(records: Sequence[Record], path: Path | str) -> Path | None:
-    """Seed 001 Figure 6: total training loss against cumulative training seconds (left) and
+    """Vu (2019) Figure 6: total training loss against cumulative training seconds (left) and
     against epoch (right), one line per balancer (mean over seeds); ``x`` marks the hybrid's
     switch to MGDA. Returns the PNG's path, or ``None`` when no run has training losses."""
     from matplotlib.figure import Figure
@@ -129,7 +129,7 @@ def _plain_log_labels(axis: Any) -> None:
 
 
 def plot_fig3(records: Sequence[Record], path: Path | str) -> Path | None:
-    """Seed 001 Figure 3: mean min-norm solver iterations per epoch, one line per row of the fig3
+    """Vu (2019) Figure 3: mean min-norm solver iterations per epoch, one line per row of the fig3
     table (a run with ``balancer.compare_solvers=true`` draws both solvers on the same
     gradients). Returns the PNG's path, or ``None`` when no run logged ``mgda/iterations``."""
     from matplotlib.figure import Figure
@@ -143,7 +143,7 @@ def plot_fig3(records: Sequence[Record], path: Path | str) -> Path | None:
 
 
 def plot_fig4(records: Sequence[Record], path: Path | str) -> Path | None:
-    """Seed 001 Figure 4: share (%) of Pareto-stationary mini-batches per epoch, one line per
+    """Vu (2019) Figure 4: share (%) of Pareto-stationary mini-batches per epoch, one line per
     balancer (left) and, when a run logged it, ``kkt/ratio`` by epoch (right; log scale, dashed
     line at ``balancer.kkt_tol``, below which a mini-batch counts as stationary). Returns the
     PNG's path, or ``None`` when no run logged ``kkt/stationary``."""

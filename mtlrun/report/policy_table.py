@@ -1,4 +1,5 @@
-"""AdaShare's learned policies (seed 002): which residual blocks each task runs, per run."""
+"""AdaShare's learned policies (AdaShare, Sun et al., NeurIPS 2020): which residual blocks each
+task runs, per run."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ every table shares (method, data, tasks, test scores, how the run departs from t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -21,8 +21,6 @@ _METHOD_ALIASES = {
     "SparseSTE": "sparse_ste",
     "STEFit": "ste_fit",
 }
-# The metric a task is reported by (seed 000 Table 4.2); every other task uses accuracy.
-PRIMARY_METRIC = {"chunk": "f1", "ner": "f1"}
 
 
 def get(data: Any, *keys: str, default: Any = None) -> Any:
@@ -34,9 +32,10 @@ def get(data: Any, *keys: str, default: Any = None) -> Any:
     return data
 
 
-def primary_metric(task: str) -> str:
-    """The metric ``task`` is reported by: ``f1`` for chunk and ner, ``accuracy`` otherwise."""
-    return PRIMARY_METRIC.get(task, "accuracy")
+def primary_metric(records: Iterable[Record], task: str) -> str:
+    """The metric ``task`` is reported by in ``records``: that of the first run that has the
+    task (:meth:`Record.primary`), ``accuracy`` when none has it."""
+    return next((r.primary(task) for r in records if task in r.tasks), "accuracy")
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -165,10 +164,20 @@ class Record:
         """Whether the run's test scores can be reported (see ``unscored``)."""
         return self.unscored is None
 
+    def primary(self, task: str) -> str:
+        """The metric the run reports ``task`` by: metrics.json ``primary`` (the task's metric,
+        carried from the data's description of it); for a run written without it, ``f1`` when
+        the task's test scores hold one, ``accuracy`` otherwise."""
+        name = get(self.metrics, "primary", task)
+        if isinstance(name, str) and name:
+            return name
+        scores = get(self.metrics, "test", task)
+        return "f1" if isinstance(scores, Mapping) and "f1" in scores else "accuracy"
+
     def test_metric(self, task: str, metric: str | None = None) -> float | None:
         """The test score of ``task`` as a fraction: ``metric``, else the task's primary metric."""
         scores = get(self.metrics, "test", task)
         if not isinstance(scores, Mapping):
             return None
-        value = scores.get(metric or primary_metric(task))
+        value = scores.get(metric or self.primary(task))
         return float(value) if _is_number(value) else None

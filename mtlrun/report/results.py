@@ -89,13 +89,13 @@ class ResultTable:
 TABLES = (
     ResultTable(
         "table4_2",
-        "Seed 000 Table 4.2: CoNLL-2003 test, seed 0",
+        "Yeom (2022) Table 4.2: CoNLL-2003 test, seed 0",
         ("table4_2",),
         tuple((m, None) for m in TABLE_4_2),
     ),
     ResultTable(
         "table4_3",
-        "Seed 000 Table 4.3: from scratch vs warm-up, CoNLL-2003 test, seed 0",
+        "Yeom (2022) Table 4.3: from scratch vs warm-up, CoNLL-2003 test, seed 0",
         ("table4_2", "table4_3"),
         (("sparse_imp", 0), ("sparse_imp", 10), ("sparse_ste", 0), ("sparse_ste", 10)),
     ),

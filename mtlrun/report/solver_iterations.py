@@ -1,4 +1,4 @@
-"""Seed 001 Figure 3 (min-norm solver iterations) as a table, from each run's ``history.csv``:
+"""Vu (2019) Figure 3 (min-norm solver iterations) as a table, from each run's ``history.csv``:
 mean iterations of the Frank–Wolfe and projection solvers at the first, middle and last epoch and
 over all epochs, per solver group of runs of a min-norm balancer (both solvers on the same
 gradients where a run set ``balancer.compare_solvers``); and the mean curves its plot draws.
@@ -90,7 +90,7 @@ def solver_series(records: Sequence[Record], warn: bool = True) -> list[SolverSe
 
 
 def fig3_table(records: Sequence[Record]) -> Table:
-    """Seed 001 Figure 3 as a table: mean min-norm solver iterations per solved block at the
+    """Vu (2019) Figure 3 as a table: mean min-norm solver iterations per solved block at the
     first, middle and last epoch and over all epochs, per solver: ``mgda/iterations`` of runs
     that used one solver, and both solvers on the same gradients where a run logged
     ``mgda/iterations/frank_wolfe`` and ``mgda/iterations/projection``."""
@@ -121,7 +121,7 @@ def fig3_table(records: Sequence[Record]) -> Table:
     notes += deviation_notes(runs.values())
     groups = {id(s.group.runs): s.group for s in series}  # the same-gradient groups: 2 series
     notes += list(dict.fromkeys(balancer_repeat_notes(list(groups.values()))))
-    title = "Seed 001 Figure 3: min-norm solver iterations per epoch"
+    title = "Vu (2019) Figure 3: min-norm solver iterations per epoch"
     return Table("fig3", title, headers, rows, notes)
 
 

@@ -1,4 +1,4 @@
-"""Seed 001 Figure 4 (Pareto-stationary mini-batches) as a table, from each run's
+"""Vu (2019) Figure 4 (Pareto-stationary mini-batches) as a table, from each run's
 ``history.csv``: the share of checked mini-batches that passed the KKT test (``kkt/stationary``)
 and the ratio the test thresholds (``kkt/ratio``) at the first, middle and last epoch and over all
 epochs, per balancer setting; and the mean curves its plot draws. Runs are grouped and labelled
@@ -29,7 +29,7 @@ KKT_TOL = 0.05  # balancer.kkt_tol's default in every balancer's schema
 
 
 def fig4_table(records: Sequence[Record]) -> Table:
-    """Seed 001 Figure 4 as a table: the share (%) of checked mini-batches that were Pareto-
+    """Vu (2019) Figure 4 as a table: the share (%) of checked mini-batches that were Pareto-
     stationary (``kkt/stationary``, KKT condition 4.3) at the first, middle and last epoch and
     over all epochs, per balancer; the same four of ``kkt/ratio`` when a run logged it."""
     groups = balancer_groups(records, with_column(KKT, "fig4"))
@@ -58,7 +58,7 @@ def fig4_table(records: Sequence[Record]) -> Table:
         *deviation_notes(r for g in groups for r in g.records),
         *balancer_repeat_notes(groups),
     ]
-    title = "Seed 001 Figure 4: Pareto-stationary mini-batches (%) per epoch"
+    title = "Vu (2019) Figure 4: Pareto-stationary mini-batches (%) per epoch"
     return Table("fig4", title, headers, rows, notes)
 
 

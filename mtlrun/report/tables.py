@@ -1,4 +1,4 @@
-"""Report tables built from loaded runs: the seed 000 tables with the paper's numbers beside
+"""Report tables built from loaded runs: the Yeom (2022) tables with the paper's numbers beside
 ours, a keep-ratio sweep, the Appendix A fit, mask statistics, and every setting's runs.
 
 Scores are test scores in percent (2 decimals); several seeds of one setting give
@@ -75,7 +75,7 @@ def _conll_runs(records: Sequence[Record], methods: Sequence[str]) -> list[Recor
 
 
 def table_4_2(records: Sequence[Record]) -> Table:
-    """Seed 000 Table 4.2: CoNLL-2003 test POS acc / NER F1 / Chunk F1 and encoder parameters.
+    """Yeom (2022) Table 4.2: CoNLL-2003 test POS acc / NER F1 / Chunk F1 and encoder parameters.
 
     Δ is against our Single row (as the thesis does), followed by the paper's own Δ. Then the
     epochs each run trained (per phase where a method has several) and the mask-search
@@ -95,7 +95,7 @@ def table_4_2(records: Sequence[Record]) -> Table:
     if len(singles) > 1:
         notes.append("Δ omitted: the runs hold several Single settings.")
     return Table(
-        "table_4_2", "Seed 000 Table 4.2: CoNLL-2003 test (ours vs paper)", headers, rows, notes
+        "table_4_2", "Yeom (2022) Table 4.2: CoNLL-2003 test (ours vs paper)", headers, rows, notes
     )
 
 
@@ -126,7 +126,7 @@ def _epochs(record: Record) -> str:
 
 
 def table_4_3(records: Sequence[Record]) -> Table:
-    """Seed 000 Table 4.3: sparse sharing searched from scratch vs after a dense warm-up
+    """Yeom (2022) Table 4.3: sparse sharing searched from scratch vs after a dense warm-up
     (``config.method_args.warmup_epochs`` 0 vs > 0), CoNLL-2003 test, paper beside."""
     methods = ["sparse_imp", "sparse_ste"]
     groups = group_runs(_conll_runs(records, methods), label_ignore={"warmup_epochs"})
@@ -143,7 +143,7 @@ def table_4_3(records: Sequence[Record]) -> Table:
         rows.append(row)
     notes = deviation_notes(r for g in groups for r in g.records)
     notes += repeat_notes(groups, lambda g: f"{_paper_name(g)}, {_init(g).lower()}")
-    title = "Seed 000 Table 4.3: from scratch vs warm-up, CoNLL-2003 test (ours vs paper)"
+    title = "Yeom (2022) Table 4.3: from scratch vs warm-up, CoNLL-2003 test (ours vs paper)"
     return Table("table_4_3", title, headers, rows, notes)
 
 
@@ -157,17 +157,17 @@ def _warmup(group: Group) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _metric_header(task: str) -> str:
-    metric = primary_metric(task)
+def _metric_header(task: str, records: Sequence[Record]) -> str:
+    metric = primary_metric(records, task)
     return f"{task} {_METRIC_SHORT.get(metric, metric)}"
 
 
 def keep_ratio_sweep(records: Sequence[Record]) -> Table:
-    """Test score per task against ``config.method_args.keep_ratio`` (seed 000 Figure 4.1 as a
+    """Test score per task against ``config.method_args.keep_ratio`` (Yeom (2022) Figure 4.1 as a
     table), one block of rows per swept setting."""
     series = sweep_series(records)
     tasks = list(dict.fromkeys(t for s in series for t in s.tasks))
-    headers = ["Method", "Data", "keep ratio", "n"] + [_metric_header(t) for t in tasks]
+    headers = ["Method", "Data", "keep ratio", "n"] + [_metric_header(t, records) for t in tasks]
     rows = []
     for s in series:
         for ratio, group in s.points:
@@ -186,7 +186,7 @@ def _sweep_point(group: Group) -> str:
 
 
 def ste_fit_table(records: Sequence[Record]) -> Table:
-    """Seed 000 Appendix A: fitting U(0,1) probabilities with the STE, ours beside the thesis's.
+    """Yeom (2022) Appendix A: fitting U(0,1) probabilities with the STE, ours beside the thesis's.
 
     The fractions are in percent; the mean absolute error is a probability (4 decimals).
     """
@@ -198,7 +198,7 @@ def ste_fit_table(records: Sequence[Record]) -> Table:
                 record.metrics["ste_fit"].get(key), percent=key != "mean_abs_error"
             )
             rows.append([record.rel + deviation_mark([record]), label, ours, paper])
-    title = "Seed 000 Appendix A: STE fit of U(0,1) probabilities (ours vs thesis)"
+    title = "Yeom (2022) Appendix A: STE fit of U(0,1) probabilities (ours vs thesis)"
     return Table(
         "ste_fit", title, ["Run", "Quantity", "Ours", "Thesis"], rows, deviation_notes(runs)
     )
@@ -224,7 +224,7 @@ def generic_table(records: Sequence[Record]) -> Table:
     groups = group_runs(r for r in records if r.scored)
     tasks = list(dict.fromkeys(t for g in groups for r in g.records for t in r.tasks))
     headers = ["Method", "Setting", "Data", "n", "Seeds", "Epochs"]
-    headers += [_metric_header(t) for t in tasks]
+    headers += [_metric_header(t, records) for t in tasks]
     headers += ["Params used", "Train s", "Search s", "Dev."]
     rows = []
     for g in groups:

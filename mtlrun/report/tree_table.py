@@ -1,4 +1,4 @@
-"""Seed 001 Table 1: the searched tree (Alg. 5) against random trees with the same number of
+"""Vu (2019) Table 1: the searched tree (Alg. 5) against random trees with the same number of
 splits, and the task-affinity matrix of Table 1(a), from ``method=tree_search`` runs.
 
 A row per tree kind (``searched``, and ``random r`` per ``method.random_seed`` r), pooled over
@@ -23,14 +23,14 @@ from mtlrun.report.record import get
 from mtlrun.report.table import NA, Table, deviation_mark, deviation_notes, fmt_stat, mean_std
 
 TASKS = ("kmnist", "fashion", "mnist")
-# Seed 001 Table 1(b-d): test loss and accuracy of the searched tree and two random trees.
+# Vu (2019) Table 1(b-d): test loss and accuracy of the searched tree and two random trees.
 THESIS_TABLE1 = {
     "searched": {"kmnist": (0.00130, 0.9119), "fashion": (0.00124, 0.8911), "mnist": (0.00014, 0.9879)},
     "random 1": {"kmnist": (0.00132, 0.9113), "fashion": (0.00133, 0.8795), "mnist": (0.00015, 0.9877)},
     "random 2": {"kmnist": (0.00149, 0.8983), "fashion": (0.00148, 0.8666), "mnist": (0.00012, 0.9910)},
 }  # fmt: skip
 AUTHORS_EVAL_BATCH = 256  # batch_size of the authors' configs/trinist/*.yaml
-# Seed 001 Table 1(a): task affinity after 10 epochs of peel fine-tuning.
+# Vu (2019) Table 1(a): task affinity after 10 epochs of peel fine-tuning.
 THESIS_AFFINITY = {
     frozenset(("kmnist", "mnist")): 0.0050,
     frozenset(("fashion", "kmnist")): 0.0236,
@@ -85,9 +85,9 @@ def table1(records: Sequence[Record]) -> Table:
     notes = [
         "Loss: mean test cross-entropy per example; thesis scale: × ceil(N/256)/N, the authors' "
         "eval_epoch (batch means summed over test batches of 256, over N images); accuracy as a "
-        "fraction. Thesis: seed 001 Table 1(b-d)."
+        "fraction. Thesis: Vu (2019) Table 1(b-d)."
     ]
-    return Table("table1", "Seed 001 Table 1: searched vs random trees", headers, rows,
+    return Table("table1", "Vu (2019) Table 1: searched vs random trees", headers, rows,
                  notes + deviation_notes(runs) + repeats)  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def affinity_table(records: Sequence[Record]) -> Table:
         )
     return Table(
         "table1_affinity",
-        "Seed 001 Table 1(a): task affinity (lower: closer tasks)",
+        "Vu (2019) Table 1(a): task affinity (lower: closer tasks)",
         ["Tasks", "n", "Ours", "Thesis", "Ours / thesis"],
         rows,
         [

@@ -1,4 +1,4 @@
-"""Seed 001 Figure 6 (training loss against wall time) as a table, from each run's
+"""Vu (2019) Figure 6 (training loss against wall time) as a table, from each run's
 ``history.csv``: final training loss, training seconds, the balancer's share of them, test scores
 and the hybrid's switch epoch per balancer setting; and the mean loss curves its plot draws.
 Runs are grouped and labelled as ``balancing`` describes."""
@@ -87,7 +87,7 @@ def _switch_text(group: BalancerGroup) -> str:
 
 
 def fig6_table(records: Sequence[Record]) -> Table:
-    """Seed 001 Figure 6 as a table: per balancer, final training loss (sum over tasks of the
+    """Vu (2019) Figure 6 as a table: per balancer, final training loss (sum over tasks of the
     last epoch's mean ``train/loss/<task>``), training seconds (sum of ``time/train_s``) and per
     epoch, the balancer's share of them (``time/balancer_s``), test score per task (%), and the
     hybrid's switch epoch."""
@@ -95,7 +95,8 @@ def fig6_table(records: Sequence[Record]) -> Table:
     tasks = list(dict.fromkeys(t for g in groups for r in g.records for t in r.tasks))
     headers = ["Balancer", "Data", "n", "Epochs", "Final train loss", "Train s", "s / epoch"]
     headers += ["Balancer time %"]
-    headers += [f"{t} {_METRIC_SHORT.get(primary_metric(t), primary_metric(t))}" for t in tasks]
+    metrics = {t: primary_metric(records, t) for t in tasks}
+    headers += [f"{t} {_METRIC_SHORT.get(m, m)}" for t, m in metrics.items()]
     headers.append("Switch epoch")
     rows = []
     for g in groups:
@@ -118,7 +119,7 @@ def fig6_table(records: Sequence[Record]) -> Table:
         notes.append("Switch epoch: hybrid's move from GradNorm to MGDA, one per seed.")
     notes += deviation_notes(r for g in groups for r in g.records)
     notes += balancer_repeat_notes(groups)
-    title = "Seed 001 Figure 6: training loss and wall time by balancer"
+    title = "Vu (2019) Figure 6: training loss and wall time by balancer"
     return Table("fig6", title, headers, rows, notes)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlrun.config.saved import flatten, saved_config
+from mtlrun.config.saved import flatten, saved_config, upgrade
 from mtlrun.errors import ConfigError, StorageError
 from mtlrun.training.run_dir import (
     atomic_write,
@@ -72,6 +72,7 @@ def load(path: Path) -> dict[str, Any]:
 
 # Keys that may differ between an interrupted run and its resumption.
 RESUME_FREE = (
+    "logger",  # where the run is also logged (MLflow, W&B, TensorBoard)
     "trainer.resume",
     "trainer.resume_dir",
     "trainer.max_epochs",
@@ -89,14 +90,14 @@ RESUME_FREE = (
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two plain config dicts, resume-free keys aside."""
-    a, b = flatten(saved), flatten(current)
+    a, b = flatten(upgrade(saved)), flatten(current)
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE)]
 
 
 def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
     """``key (saved A, now B)`` for each differing key, at most 8 of them."""
-    a, b = flatten(saved), flatten(current)
+    a, b = flatten(upgrade(saved)), flatten(current)
     shown = [f"{k} (saved {a.get(k, '<absent>')}, now {b.get(k, '<absent>')})" for k in keys[:8]]
     return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 

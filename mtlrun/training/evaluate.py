@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtlrun.data.base import IGNORE_INDEX, MultiTaskData, Task, TextInputs
+from mtlrun.data.tags import to_bio
 from mtlrun.model.paths import MultiTaskModel
 from mtlrun.training.device import to_device
 from mtlrun.training.metrics import score
@@ -81,6 +82,9 @@ def evaluate(
     for t in tasks:
         gold_tags = getattr(data, "gold_tags", None)
         gold[t.name] = gold_tags(split, t.name) if gold_tags else gold_ids[t.name]
+        if t.metric == "f1":  # span tags in IOB2, as the files and conlleval write them
+            pred[t.name] = [list(to_bio(s, t.scheme)) for s in pred[t.name]]
+            gold[t.name] = [list(to_bio(s, t.scheme)) for s in gold[t.name]]
     metrics = {t.name: score(t, gold[t.name], pred[t.name]) for t in tasks}
     loss = {n: loss_sum[n] / max(loss_n[n], 1) for n in loss_sum}
     return Evaluation(metrics, loss, pred, gold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -29,6 +30,14 @@ from mtlrun.training.device import to_device
 from mtlrun.training.evaluate import Evaluation, evaluate, task_loss
 from mtlrun.training.interrupt import STOP
 from mtlrun.training.metrics import mean_primary
+from mtlrun.training.precision import MixedPrecision, check_precision
+from mtlrun.training.schedule import (
+    Constant,
+    Schedule,
+    phase_scheduler,
+    saved_state,
+    step_scheduler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,6 @@ class TrainSettings:
     eval_batch_size: int = 256
     seed: int = 0
     grad_clip: float | None = 5.0
-    lr_decay: float = 0.0
     patience: int | None = None
     max_minutes: float | None = None
     steps_per_epoch: int | None = None
@@ -50,6 +58,9 @@ class TrainSettings:
     update: str = (
         "joint"  # joint: one update from all tasks; per_task: one update per task, random order
     )
+    # the learning rate of each epoch of a phase (the scheduler group; mtlrun.training.schedule)
+    scheduler: Schedule = field(default_factory=Constant)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the training steps (precision.py)
 
 
 @dataclass
@@ -57,7 +68,7 @@ class Phase:
     """What differs between the phases of a run (warm-up, mask search, main training).
 
     ``tasks``: the tasks trained and validated (default all); ``extra_optimizers`` step after
-    the main one (e.g. Adam on π) and are neither clipped nor decayed; ``after_step`` runs after
+    the main one (e.g. Adam on π) and are neither clipped nor scheduled; ``after_step`` runs after
     every update (e.g. clamping π to [0, 1]); ``on_epoch_start(e)`` before epoch e of the phase;
     ``policy`` alternates weight updates with search-parameter updates on its own data (a whole
     pass of each per epoch, or one policy step after every weight update: ``policy.alternate``);
@@ -85,6 +96,9 @@ class FitState:
     best_epoch: int = 0
     best_model: dict[str, torch.Tensor] | None = None
     train_s: float = 0.0
+    # the lr scheduler after the last epoch: {"epochs": the phase's length, "state": state_dict}
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None  # fp16's GradScaler state (trainer.precision=fp16)
     # Why training stopped early, when it did ({"diverged": {...}} or {"storage": "..."}).
     # Not saved in checkpoints: a resumed run starts without it.
     halt: dict[str, Any] | None = None
@@ -104,12 +118,14 @@ class Diverged(Exception):
 
 
 def _losses_again(
-    model: MultiTaskModel, update: list, device: torch.device
+    model: MultiTaskModel, update: list, device: torch.device, amp: MixedPrecision | None = None
 ) -> dict[str, torch.Tensor]:
     """The step's mini-batch forwarded again after the update, without gradient and in training
-    mode (a balancer's ``after_step``: FAMO, as its authors' and LibMTL's trainers)."""
+    mode (a balancer's ``after_step``: FAMO, as its authors' and LibMTL's trainers), in the
+    step's precision."""
     losses = {}
-    with torch.no_grad():
+    autocast = amp.autocast() if amp is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         for inputs, targets in update:
             outputs = model(to_device(inputs, device), tasks=list(targets))
             for task, logits in outputs.items():
@@ -194,9 +210,14 @@ def train_epoch(
     epoch: int,
     device: torch.device,
     phase: Phase | None = None,
+    amp: MixedPrecision | None = None,
 ) -> dict[str, float]:
-    """One epoch of steps; returns mean train loss per task and mean balancer logs."""
+    """One epoch of steps; returns mean train loss per task and mean balancer logs.
+
+    ``amp``: the steps' precision (autocast, fp16 loss scaling); default float32.
+    """
     phase = phase or Phase()
+    amp = amp or MixedPrecision("fp32", device)
     model.train()
     active = {t.name for t in phase.tasks} if phase.tasks else set(model.tasks)
     data = phase.data or data
@@ -226,21 +247,25 @@ def train_epoch(
                 extra.zero_grad(set_to_none=True)
             losses = {}
             model.taps = {} if balancer.uses_taps else None
-            for inputs, targets in update:
-                outputs = model(to_device(inputs, device), tasks=list(targets))
-                for task, logits in outputs.items():
-                    losses[task] = task_loss(logits, to_device(targets[task], device))
+            with amp.autocast():
+                for inputs, targets in update:
+                    outputs = model(to_device(inputs, device), tasks=list(targets))
+                    for task, logits in outputs.items():
+                        losses[task] = task_loss(logits, to_device(targets[task], device))
             watch.record(losses, step)
             if watch.due(step):
                 watch.check(epoch)
             reg = model.regularizer()
             if reg is not None:
-                reg.backward(retain_graph=True)
+                amp.scale_one(reg).backward(retain_graph=True)
             started = time.perf_counter()
             try:
-                logged = balancer.backward(losses, model)
+                logged = balancer.backward(amp.scale(losses), model)
             except ValueError as e:  # e.g. min_norm on non-finite gradients: say where and why
                 watch.check(epoch)
+                if amp.overflowed():  # fp16: finite losses, scaled gradients out of range
+                    model.taps = None
+                    continue
                 if isinstance(e, NonFiniteWeights):
                     raise BalancerDiverged(str(e), epoch + 1, step) from None
                 raise
@@ -248,14 +273,16 @@ def train_epoch(
                 logs[key] = logs.get(key, 0.0) + value
             balancer_s += time.perf_counter() - started
             model.taps = None
+            amp.unscale([optimizer, *phase.extra_optimizers])
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            optimizer.step()
+            amp.step(optimizer)
             for extra in phase.extra_optimizers:
-                extra.step()
+                amp.step(extra)
+            amp.update()
             if phase.after_step is not None:
                 phase.after_step()
-            balancer.after_step(functools.partial(_losses_again, model, list(update), device))
+            balancer.after_step(functools.partial(_losses_again, model, list(update), device, amp))
             if phase.policy is not None and stepwise:
                 policy_logs = _policy_update(model, phase.policy, next(policy_batches), device)
                 for key, value in policy_logs.items():
@@ -339,19 +366,24 @@ def fit(
     """Train for ``settings.max_epochs`` (continuing from ``state`` when resuming).
 
     After every epoch: validation, best-on-valid bookkeeping (mean of the tasks' primary
-    metrics), ``checkpoints/last.pt`` and, when improved, ``checkpoints/best.pt``.
+    metrics), a step of the learning-rate scheduler (``settings.scheduler``, built afresh for
+    the phase unless ``state`` holds its state), ``checkpoints/last.pt`` and, when improved,
+    ``checkpoints/best.pt``. The steps run in ``settings.precision``.
     """
     state = state or FitState()
     phase = phase or Phase()
     tasks = list(phase.tasks or tasks)
     started = time.perf_counter()
-    base_lr = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-    for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
-        g["initial_lr"] = lr
+    check_precision(settings.precision, device)
+    amp = MixedPrecision(settings.precision, device)
+    amp.load_state_dict(state.scaler)
+    scores = [row["valid/score"] for row in state.history if "valid/score" in row]
+    finished = scores[len(scores) - state.epoch :]  # the phase's finished epochs (none: fresh)
+    scheduler = phase_scheduler(
+        settings.scheduler, optimizer, settings.max_epochs, state.scheduler, finished
+    )
     while state.epoch < settings.max_epochs and not STOP.requested:
         epoch = state.epoch
-        for g, lr in zip(optimizer.param_groups, base_lr, strict=True):
-            g["lr"] = lr / (1.0 + settings.lr_decay * epoch)
         start = time.perf_counter()
         row: dict[str, Any] = {
             "phase": phase.name,
@@ -362,7 +394,7 @@ def fit(
             phase.on_epoch_start(epoch)
         try:
             row.update(
-                train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase)
+                train_epoch(model, data, balancer, optimizer, settings, epoch, device, phase, amp)
             )
         except Diverged as e:
             log.error("%s", e)
@@ -392,6 +424,9 @@ def fit(
         row.update(_flat("valid", valid))
         row["valid/score"] = score
         state.epoch = epoch + 1
+        step_scheduler(scheduler, settings.scheduler, score)
+        state.scheduler = saved_state(scheduler, settings.max_epochs)
+        state.scaler = amp.state_dict()
         eligible = epoch + 1 >= phase.select_from
         improved = eligible and math.isfinite(score) and score > state.best_score
         if improved:

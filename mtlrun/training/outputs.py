@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,69 +74,150 @@ def write_predictions(
             f.write("\n")
 
 
+def write_label_predictions(
+    path: Path, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
+) -> None:
+    """One label per example (image tasks) as CSV: ``index,gold,pred``, examples in file order
+    (class names may hold spaces, e.g. Fashion-MNIST's ``Ankle boot``)."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "gold", "pred"])
+        for k, (gs, ps) in enumerate(zip(gold, pred, strict=True)):
+            writer.writerow([k, *gs, *ps])
+
+
+def write_split_predictions(
+    folder: Path,
+    split: str,
+    words: Sequence[Sequence[str]] | None,
+    gold: Mapping[str, Sequence[Sequence[str]]],
+    pred: Mapping[str, Sequence[Sequence[str]]],
+) -> list[Path]:
+    """Every task's predictions of one split into ``folder``: ``<split>_<task>.txt`` in the
+    run's format (:func:`write_predictions`) when the examples have ``words``, else
+    ``<split>_<task>.csv`` (:func:`write_label_predictions`). Returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task in pred:
+        if words is not None:
+            path = folder / f"{split}_{task}.txt"
+            write_predictions(path, words, gold[task], pred[task])
+        else:
+            path = folder / f"{split}_{task}.csv"
+            write_label_predictions(path, gold[task], pred[task])
+        written.append(path)
+    return written
+
+
+def _epoch_ticks(axes: Sequence[Any]) -> None:
+    """Whole epochs on the x axes (a 3-epoch run gets ticks 1, 2, 3, not 1.0, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
 def plot_curves(
     path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str], metric: dict[str, str]
 ) -> None:
-    """Training curves: train/valid loss per task and the primary valid metric, by epoch."""
-    import matplotlib
+    """``curves.png``: :func:`curves_figure`."""
+    _save(curves_figure(rows, tasks, metric), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def curves_figure(
+    rows: Sequence[dict[str, Any]], tasks: Sequence[str], metric: dict[str, str]
+) -> Any:
+    """Training curves: train/valid loss per task and the primary valid metric, by epoch.
+
+    One colour per task in both panels; training solid, validation dashed.
+    """
+    plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for t in tasks:
+    for k, t in enumerate(tasks):
+        colour = f"C{k % 10}"
         for kind, style in (("train", "-"), ("valid", "--")):
             ys = [r.get(f"{kind}/loss/{t}", math.nan) for r in rows]
-            axes[0].plot(epochs, ys, style, label=f"{t} {kind}")
+            axes[0].plot(epochs, ys, style, color=colour, label=f"{t} {kind}")
         axes[1].plot(
             epochs,
             [r.get(f"valid/{t}/{metric[t]}", math.nan) for r in rows],
+            "--",
             marker="o",
-            label=f"{t} ({metric[t]})",
+            color=colour,
+            label=f"{t} valid {metric[t]}",
         )
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel="score", title="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss (mean per example)", title="loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="primary validation metric", title="validation")
+    _epoch_ticks(axes)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+BALANCER_PANELS = {  # history key -> (title, y-label)
+    "kkt/stationary": ("Pareto-stationary mini-batches", "share of checked mini-batches"),
+    "kkt/ratio": (
+        "KKT ratio ||Σ α g|| / max ||g||",
+        "mean over checked mini-batches (max over blocks)",
+    ),
+    "mgda/iterations": ("min-norm solver", "iterations (mean per step)"),
+}
 
 
 def plot_balancer(path: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> bool:
-    """Task weights by epoch, and the Pareto-stationary share and solver iterations when logged.
+    """``balancer.png``: :func:`balancer_figure`; False (and nothing written) when the history
+    holds no balancer weights."""
+    fig = balancer_figure(rows, tasks)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
 
-    Returns False (and writes nothing) when the history holds no balancer weights.
+
+def balancer_figure(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> Any:
+    """Task weights by epoch, and the Pareto-stationary share, the KKT ratio (the min-norm
+    point's norm over the largest task gradient's, 0 at a Pareto-stationary point) and solver
+    iterations when logged. One colour per task. None when the history holds no weights.
     """
     if not any(f"weight/{t}" in r for r in rows for t in tasks):
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        return None
+    plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
-    extra = [k for k in ("kkt/stationary", "mgda/iterations") if any(k in r for r in rows)]
+    extra = [k for k in BALANCER_PANELS if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, 1 + len(extra), figsize=(5.5 * (1 + len(extra)), 4), squeeze=False)
-    for t in tasks:
-        axes[0][0].plot(epochs, [r.get(f"weight/{t}", math.nan) for r in rows], marker="o", label=t)
-    axes[0][0].set(xlabel="epoch", ylabel="task weight (mean over steps and blocks)")
-    titles = {
-        "kkt/stationary": "share of Pareto-stationary mini-batches",
-        "mgda/iterations": "min-norm solver iterations (mean)",
-    }
+    for k, t in enumerate(tasks):
+        axes[0][0].plot(
+            epochs, [r.get(f"weight/{t}", math.nan) for r in rows], marker="o",
+            color=f"C{k % 10}", label=t,
+        )  # fmt: skip
+    axes[0][0].set(xlabel="epoch", ylabel="task weight (mean over steps and blocks)",
+                   title="task weights")  # fmt: skip
     for ax, key in zip(axes[0][1:], extra, strict=True):
+        title, ylabel = BALANCER_PANELS[key]
         ax.plot(epochs, [r.get(key, math.nan) for r in rows], marker="o", color="black")
-        ax.set(xlabel="epoch", title=titles[key])
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    _epoch_ticks(axes[0])
     switch = [r["epoch"] for r in rows if r.get("hybrid/phase") == 1.0]
     for ax in axes[0]:
         if switch:
-            ax.axvline(min(switch) - 0.5, color="grey", ls=":", label="hybrid: MGDA from here")
+            ax.axvline(min(switch) - 0.5, color="grey", ls=":", label="hybrid: second phase")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return fig

@@ -51,6 +51,7 @@ EMPTY_RUN_FILES = (
     "metrics.json",
     "history.csv",
     "tensorboard",
+    "wandb",
     "checkpoints",
 )
 NOSPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}

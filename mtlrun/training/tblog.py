@@ -12,6 +12,10 @@
   NaN/±inf values, strings or other non-numeric values;
 * the phase name is logged as a text summary (tag ``phase``) at the step of the first row of
   each phase, i.e. whenever it differs from the previous row's phase.
+
+``logger=tensorboard`` (and ``trainer.tensorboard=true``, its alias) is
+:class:`mtlrun.training.trackers.TensorBoardTracker`: these scalars, then at the end of the run
+the test metrics and the flattened config in TensorBoard's HParams tab.
 """
 
 from __future__ import annotations
@@ -26,9 +30,47 @@ from typing import Any
 from mtlrun.errors import ConfigError
 
 INSTALL_HINT = (
-    "`trainer.tensorboard=true` needs the tensorboard package: pip install 'mtlrun[tensorboard]'"
+    "`logger=tensorboard` (or `trainer.tensorboard=true`) needs the tensorboard package: "
+    "pip install 'mtlrun[tensorboard]'"
 )
 SKIPPED_KEYS = frozenset({"epoch", "phase"})  # the step says the epoch; the phase goes as text
+
+
+class HistorySteps:
+    """Which rows of a history, re-passed whole after every epoch, are new, at which step.
+
+    Row ``i`` (0-based) of the list is at global step ``i + 1``. A list shorter than the rows
+    seen so far is taken as a new list that restarted (e.g. one phase's rows only): its rows
+    continue the step axis after the last step instead of overwriting earlier steps.
+    """
+
+    def __init__(self, logged: int = 0) -> None:
+        self.logged = logged  # rows of the current list already seen
+        self.offset = 0  # steps before the current list
+
+    def new(self, history: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+        """``(index in history, global step)`` of each row not seen yet; marks them seen."""
+        if len(history) < self.logged:
+            self.offset += self.logged
+            self.logged = 0
+        out = [(i, self.offset + i + 1) for i in range(self.logged, len(history))]
+        self.logged = len(history)
+        return out
+
+    @property
+    def last(self) -> int:
+        """The last step seen (0 before any row)."""
+        return self.offset + self.logged
+
+
+def row_numbers(row: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a history row by key (see :func:`scalar`), epoch and phase aside."""
+    out = {}
+    for key, value in row.items():
+        number = None if key in SKIPPED_KEYS else scalar(value)
+        if number is not None:
+            out[str(key)] = number
+    return out
 
 
 class TensorBoardLog:
@@ -46,7 +88,8 @@ class TensorBoardLog:
 
     The event file names start with the creation time in seconds; TensorBoard reads the files
     in name order, so the purge applies to the files of earlier processes (a resume is always a
-    later second).
+    later second). The folder and its event file are made on the first write, so a run refused
+    before its first epoch (a data error) leaves none.
     """
 
     def __init__(self, run_dir: Path, already_logged: int = 0) -> None:
@@ -56,17 +99,26 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError(INSTALL_HINT) from None
+        self._summary_writer = SummaryWriter
         self.log_dir = Path(run_dir) / "tensorboard"
         earlier = self.log_dir.is_dir() and any(self.log_dir.glob("events.out.tfevents.*"))
         # Steps 1..logged of the current history list are in the event files.
-        self._logged = already_logged if earlier else 0
-        # Steps before the current history list (see rows(): a list that restarted).
-        self._offset = 0
-        # Every writer starts with a SessionLog.START at step logged + 1: TensorBoard's server
-        # takes the first START of a run as its start and each later one as a restart that
-        # discards the earlier events at that step or later.
-        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self._logged + 1)
+        self.steps = HistorySteps(already_logged if earlier else 0)
+        self._writer: Any = None
         self._closed = False
+
+    @property
+    def writer(self) -> Any:
+        """The SummaryWriter, opened on first use."""
+        if self._closed:
+            raise RuntimeError("TensorBoardLog used after close()")
+        if self._writer is None:
+            # Every writer starts with a SessionLog.START at step logged + 1: TensorBoard's
+            # server takes the first START of a run as its start and each later one as a
+            # restart that discards the earlier events at that step or later.
+            purge = self.steps.last + 1
+            self._writer = self._summary_writer(log_dir=str(self.log_dir), purge_step=purge)
+        return self._writer
 
     def rows(self, history: Sequence[Mapping[str, Any]]) -> None:
         """Log the rows of ``history`` not logged yet, then flush (a live TensorBoard sees them).
@@ -78,26 +130,22 @@ class TensorBoardLog:
         """
         if self._closed:
             raise RuntimeError("TensorBoardLog.rows() called after close()")
-        if len(history) < self._logged:
-            self._offset += self._logged
-            self._logged = 0
-        for i in range(self._logged, len(history)):
-            row, step = history[i], self._offset + i + 1
+        writer = self.writer
+        for i, step in self.steps.new(history):
+            row = history[i]
             phase = row.get("phase")
             before = history[i - 1].get("phase") if i > 0 else None
             if phase is not None and (i == 0 or phase != before):
-                self._writer.add_text("phase", str(phase), global_step=step)
-            for key, value in row.items():
-                number = None if key in SKIPPED_KEYS else scalar(value)
-                if number is not None:
-                    self._writer.add_scalar(str(key), number, global_step=step)
-        self._logged = len(history)
-        self._writer.flush()
+                writer.add_text("phase", str(phase), global_step=step)
+            for key, number in row_numbers(row).items():
+                writer.add_scalar(key, number, global_step=step)
+        writer.flush()
 
     def close(self) -> None:
         """Flush and close the event file; closing twice is harmless."""
         if not self._closed:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
             self._closed = True
 
     def __enter__(self) -> TensorBoardLog:

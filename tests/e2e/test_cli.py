@@ -107,6 +107,7 @@ def test_multirun_writes_one_dir_per_job(tmp_path: Path) -> None:
         (["trainer.batch_size=ten"], "trainer.batch_size"),
         (["method=nonexistent"], "Available options in 'method'"),
         (["data=conll", "data.root=/nonexistent"], "CoNLL-2003 files missing in /nonexistent"),
+        (["trainer.lr_decay=0.05"], "scheduler=inverse_time scheduler.decay=X"),
     ],
 )
 def test_errors_are_short_and_non_zero(tmp_path: Path, args: list[str], message: str) -> None:

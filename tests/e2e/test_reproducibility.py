@@ -172,3 +172,22 @@ def test_length_buckets_learn_and_are_recorded(compose_cfg, tmp_path: Path) -> N
     assert any(
         "5 length buckets (data.batching=buckets" in d for d in on_disk["data"]["deviations"]
     )
+
+
+def test_a_resumed_searched_run_counts_the_parameters_of_its_searched_structure(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """The main phase resumed from last.pt restores the masks before counting `params`, so
+    `params.used` is the masked count of the run that searched, not the dense supernet's."""
+    imp = [*BASE, "method=sparse_imp", "method.rounds=2", "method.final_density=0.5",
+           "method.keep_ratio=0.5", "method.prune_epochs=1", "method.warmup_epochs=0"]  # fmt: skip
+    straight = run(compose_cfg([*imp, "trainer.max_epochs=2"]), tmp_path / "straight")
+    run(compose_cfg([*imp, "trainer.max_epochs=1"]), tmp_path / "outputs" / "first")
+    resumed = run(
+        compose_cfg([*imp, "trainer.max_epochs=2", "trainer.resume=true",
+                     f"trainer.resume_dir={tmp_path / 'outputs' / 'first'}"]),
+        tmp_path / "outputs" / "second",
+    )  # fmt: skip
+    assert resumed["run"]["resumed_from"].endswith("first/checkpoints/last.pt")
+    assert resumed["params"] == straight["params"]
+    assert resumed["params"]["used"] < resumed["params"]["supernet"]

@@ -85,7 +85,7 @@ def test_cli_run_with_many_overrides_and_a_relative_root_stays_in_outputs(
     rel = os.path.relpath(fake_data_root / "conll2003", work)
     many = [*TINY_TEXT, *TOY_SMALL, "trainer.max_epochs=1", "trainer.plots=false"]
     many += ["trainer.seed=0", "trainer.batch_size=8", "trainer.grad_clip=4.0"]
-    many += ["trainer.lr_decay=0.0", "trainer.eval_batch_size=64", "optim.lr=0.2"]
+    many += ["trainer.precision=fp32", "trainer.eval_batch_size=64", "optim.lr=0.2"]
     many += ["optim.momentum=0.5", "optim.weight_decay=0.0", "backbone.dropout=0.4"]
     many += ["trainer.save_predictions=false", "name=a_rather_long_experiment_name_to_fill"]
     out = mtlrun([*many], work)

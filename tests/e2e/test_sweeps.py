@@ -164,7 +164,8 @@ def test_an_interrupted_sweep_resumes_to_three_results_leaving_the_finished_one(
 def test_a_failed_job_is_listed_and_the_others_finish(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     done = mtlrun(
-        f"hydra.sweep.dir={out}", "trainer.lr_decay=-1,0", "trainer.max_epochs=1", *QUICK,
+        f"hydra.sweep.dir={out}", "scheduler=inverse_time", "scheduler.decay=-1,0",
+        "trainer.max_epochs=1", *QUICK,
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2  # every job ran; one failed
@@ -174,7 +175,7 @@ def test_a_failed_job_is_listed_and_the_others_finish(tmp_path: Path) -> None:
     assert len(list(out.glob("0_*"))) == 0  # the refused job left no folder
     report = (out / "report.md").read_text()
     assert "## Failed jobs (1)" in report
-    assert "trainer.lr_decay=-1" in report and "should be >= 0" in report
+    assert "scheduler.decay=-1" in report and "should be >= 0" in report
 
 
 def test_two_parallel_jobs_never_write_the_same_run_folder(tmp_path: Path) -> None:

@@ -79,3 +79,16 @@ def test_earlier_layout_is_an_option() -> None:
 def test_bad_arguments(kwargs: dict[str, object], text: str) -> None:
     with pytest.raises(ValueError, match=text):
         LeNetBN(input_spec=SPEC, **kwargs)  # type: ignore[arg-type]
+
+
+def test_rgb_32x32_images_size_conv1_and_the_heads_from_the_input_spec() -> None:
+    """CIFAR-shaped inputs (data=vision): conv1 reads 3 channels; 32 -> 28 -> 14 -> 10 -> 5,
+    so the heads read 5·5·50 features (4·4·50 on 28x28)."""
+    backbone = LeNetBN(input_spec=InputSpec("image", channels=3, height=32, width=32))
+    conv1, conv2 = backbone.make_block("conv1"), backbone.make_block("conv2")
+    assert conv1[0].in_channels == 3
+    h = conv2(conv1(torch.randn(2, 3, 32, 32)))
+    assert h.shape == (2, 50, 5, 5)
+    head = backbone.make_head(DIGITS)
+    assert head[1].in_features == 5 * 5 * 50 and head(h).shape == (2, 10)
+    assert backbone.out_shapes == {"conv1": (20, 14, 14), "conv2": (50, 5, 5)}

@@ -63,3 +63,17 @@ def test_downsample_only_where_the_shape_changes() -> None:
 def test_bad_arguments(kwargs: dict[str, object], text: str) -> None:
     with pytest.raises(ValueError, match=text):
         ResNet(input_spec=SPEC, **kwargs)  # type: ignore[arg-type]
+
+
+def test_rgb_32x32_images_size_the_stem_from_the_input_spec() -> None:
+    """CIFAR-shaped inputs (data=vision): the stem reads 3 channels, the head any size."""
+    backbone = ResNet(
+        input_spec=InputSpec("image", channels=3, height=32, width=32), width=4, layers=[1, 1, 1, 1]
+    )
+    stem = backbone.make_block("stem")
+    assert stem[0].in_channels == 3
+    x = stem(torch.randn(2, 3, 32, 32))
+    for name in backbone.block_names[1:]:
+        x = backbone.make_block(name)(x)
+    assert x.shape == (2, 32, 4, 4)  # 32 -> 32 -> 16 -> 8 -> 4
+    assert backbone.make_head(DIGITS)(x).shape == (2, 10)

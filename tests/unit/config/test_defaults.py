@@ -49,7 +49,10 @@ READ_BY_RUN = {
 
 # Component keywords with a default that no config key reaches.
 NOT_CONFIG = {
-    ("trainer", "default"): {"update": "set by the method (joint or per-task updates)"},
+    ("trainer", "default"): {
+        "update": "set by the method (joint or per-task updates)",
+        "scheduler": "built from the scheduler group (conf/scheduler/), not a trainer key",
+    },
     ("balancer", "per_block"): {"errors": "a subclass's argument problems, raised with its own"},
     ("balancer", "loss_based"): {"errors": "a subclass's argument problems, raised with its own"},
 }
@@ -62,6 +65,8 @@ INTENDED_YAML = {
         "trainer.batch_size": "seed 001 §4.5: batches of 64 images per task",
         "/backbone": "image data needs an image backbone (lenet_bn, seed 001 §4.5)",
     },
+    ("data", "vision"): {"/backbone": "image data needs an image backbone (as data=mnist3)"},
+    ("data", "python"): {"/backbone": "TaskTensors are images: an image backbone (as mnist3)"},
     ("balancer", "hybrid"): {
         "/balancer@first": "seed 001 Algorithm 1: GradNorm while every task still improves",
         "/balancer@then": "seed 001 Algorithm 1: then MGDA",

@@ -30,6 +30,10 @@ def _fitting(group: str, option: str) -> list[str]:
         return ["data=mnist3", "data.tasks=[mnist,fashion]", "data.valid_size=16", *extra]
     if group == "data" and option == "mnist3":
         return ["data.tasks=[mnist,fashion]", "data.valid_size=16"]
+    if group == "data" and option == "vision":
+        return ["data.tasks={mnist:MNIST,fashion:FashionMNIST}", "data.valid_size=16"]
+    if group == "data" and option == "python":
+        return ["data.factory=tests.helpers.my_tasks:make_tasks", "data.tasks=[quadrant,size]"]
     if group == "data" and option == "toy":
         return [*TINY_TEXT, *TOY_SMALL]
     if group == "data":

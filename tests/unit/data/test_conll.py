@@ -1,4 +1,5 @@
-"""CoNLL-2003 reader: parsing, tag checks, IOB1 -> IOB2, file discovery and error texts."""
+"""CoNLL-2003 reader (column files described by CONLL_COLUMNS): parsing, tag checks,
+IOB1 -> IOB2, file discovery and error texts."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from mtlrun.data.columns import iob1_to_iob2, split_sentence
 from mtlrun.data.conll import (
+    CONLL_COLUMNS,
     CONLL_TASKS,
     Sentence,
     find_conll_files,
-    iob1_to_iob2,
     load_conll,
     read_conll,
-    split_sentence,
 )
 from mtlrun.errors import DataError
 from tests.helpers.fakedata import write_conll_dir
@@ -66,17 +67,47 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_conll(path)
     assert str(info.value) == (
-        f"{path}:4: expected 4 columns 'word POS chunk NER', found 3: 'rejects VBZ B-VP'"
+        f"{path}:4: 3 column(s), but column 3 (ner) needs at least 4: 'rejects VBZ B-VP'"
+    )
+    # A fifth column in one line only: the sentence's lines disagree.
+    path = _write(tmp_path, GOOD.replace("rejects VBZ B-VP O", "rejects VBZ B-VP O x"))
+    with pytest.raises(DataError) as info:
+        read_conll(path)
+    assert str(info.value) == (
+        f"{path}:4: 5 columns, but line 3 of this sentence has 4: 'rejects VBZ B-VP O x'"
     )
 
 
 def test_bad_tag_names_file_line_and_tag(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("B-MISC", "MISC"))
-    with pytest.raises(DataError, match=r"train\.txt:5: bad NER tag 'MISC'"):
+    with pytest.raises(DataError) as info:
         read_conll(path)
+    assert str(info.value) == (
+        f"{path}:5: bad ner tag 'MISC' in column 3 (scheme iob1 expects 'O', 'B-X' or 'I-X'): "
+        "'German JJ B-NP MISC'"
+    )
     path = _write(tmp_path, GOOD.replace("I-NP O", "X-NP O"))
-    with pytest.raises(DataError, match=r"train\.txt:6: bad chunk tag 'X-NP'"):
+    with pytest.raises(DataError, match=r"train\.txt:6: bad chunk tag 'X-NP' in column 2 "):
         read_conll(path)
+    path = _write(tmp_path, GOOD.replace("B-MISC", "S-MISC"))  # BIOES, not IOB1
+    with pytest.raises(DataError, match=r"train\.txt:5: bad ner tag 'S-MISC' in column 3 "):
+        read_conll(path)
+
+
+def test_only_the_chosen_columns_are_read_and_checked(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("B-MISC", "MISC"))  # a bad NER tag ...
+    sentences = read_conll(path, tasks=["pos"])  # ... does not matter to POS alone
+    assert set(sentences[0].tags) == {"pos"}
+    assert sentences[0].tags["pos"] == ("NNP", "VBZ", "JJ", "NN", ".")
+
+
+def test_conll_columns_describe_the_shared_task() -> None:
+    assert [(c.name, c.column, c.scheme, c.metric) for c in CONLL_COLUMNS.values()] == [
+        ("pos", 1, "token", "accuracy"),
+        ("chunk", 2, "iob1", "f1"),
+        ("ner", 3, "iob1", "f1"),
+    ]
+    assert tuple(CONLL_COLUMNS) == CONLL_TASKS
 
 
 def test_iob1_converted_to_iob2(tmp_path: Path) -> None:
@@ -241,7 +272,7 @@ def test_split_sentence_keeps_every_token_and_iob2() -> None:
     chunk = ("B-NP",) + ("I-NP",) * 10
     pos = ("NNP",) * 11
     sentence = Sentence(words, {"pos": pos, "chunk": chunk, "ner": ner}, line=7)
-    pieces = split_sentence(sentence, 4)
+    pieces = split_sentence(sentence, 4, spans=("chunk", "ner"))
     assert [len(p) for p in pieces] == [3, 4, 4]  # ceil(11 / 4) = 3 near-equal pieces
     assert sum((p.words for p in pieces), ()) == words
     assert sum((p.tags["pos"] for p in pieces), ()) == pos
@@ -252,7 +283,7 @@ def test_split_sentence_keeps_every_token_and_iob2() -> None:
     ]
     assert all(p.tags["chunk"][0] == "B-NP" for p in pieces)
     assert all(p.line == 7 for p in pieces)
-    assert split_sentence(sentence, 11) == [sentence]
+    assert split_sentence(sentence, 11, spans=("chunk", "ner")) == [sentence]
 
 
 @pytest.mark.realdata

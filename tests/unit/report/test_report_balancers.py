@@ -1,4 +1,4 @@
-"""The seed 001 balancer tables (fig6, fig3, fig4) on generated run folders.
+"""The Vu (2019) balancer tables (fig6, fig3, fig4) on generated run folders.
 
 Every number below is computable by hand from the histories written here (three epochs, tasks
 mnist and fashion). E.g. equal seeds end at total training loss 0.5+1.0=1.5 and 0.7+1.1=1.8,

@@ -270,3 +270,29 @@ def test_departures_from_the_authors_code_are_marked_and_named_by_component(
         "† `hard_s0` deviates from the paper's protocol: "
         "backbone: random word embeddings; method: policy chosen on valid"
     ]
+
+
+def test_mtlrun_eval_outputs_are_neither_runs_nor_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mtlrun.report.collect import scan
+
+    metrics = {"test": {"pos": {"accuracy": 0.9}}, "primary": {"pos": "accuracy"}}
+    _write(tmp_path / "run", metrics)
+    evaluation = {"metrics": {"test": metrics["test"]}, "evaluation": {"run_dir": "run"}}
+    _write(tmp_path / "run" / "eval" / "2026-12-03_20-00-00_test_best", evaluation)
+    with caplog.at_level(logging.WARNING):
+        found = scan(tmp_path)
+    assert [r.rel for r in found.records] == ["run"] and found.skipped == []
+    assert "skipping" not in caplog.text
+
+
+def test_tracker_copies_of_a_run_are_not_runs(tmp_path: Path) -> None:
+    from mtlrun.report.collect import scan
+
+    metrics = {"test": {"pos": {"accuracy": 0.9}}, "primary": {"pos": "accuracy"}}
+    _write(tmp_path / "run", metrics)
+    _write(tmp_path / "run" / "wandb" / "run-20261203_200000-abc" / "files", metrics)
+    _write(tmp_path / "mlruns" / "1" / "0f1e" / "artifacts", metrics)
+    found = scan(tmp_path)
+    assert [r.rel for r in found.records] == ["run"] and found.skipped == []

@@ -76,12 +76,24 @@ def test_load_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_config_differences_ignores_resume_free_keys() -> None:
     saved = {
-        "trainer": {"max_epochs": 3, "resume": False, "progress": True, "lr_decay": 0.0},
+        "trainer": {
+            "max_epochs": 3,
+            "resume": False,
+            "progress": True,
+            "eval_batch_size": 256,
+            "precision": "fp32",
+        },
         "optim": {"lr": 0.1},
         "data": {"name": "toy", "tasks": ["pos", "ner"]},
     }
     current = {
-        "trainer": {"max_epochs": 10, "resume": True, "progress": False, "lr_decay": 0.05},
+        "trainer": {
+            "max_epochs": 10,
+            "resume": True,
+            "progress": False,
+            "eval_batch_size": 64,
+            "precision": "fp32",
+        },
         "optim": {"lr": 0.1},
         "data": {"name": "toy", "tasks": ["pos"]},
         "notes": "new key",
@@ -89,7 +101,7 @@ def test_config_differences_ignores_resume_free_keys() -> None:
     assert checkpoint.config_differences(saved, current) == [
         "data.tasks",
         "notes",
-        "trainer.lr_decay",
+        "trainer.eval_batch_size",
     ]
     assert checkpoint.config_differences(saved, saved) == []
 
@@ -170,3 +182,27 @@ def test_save_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_path: Pat
     assert out.stdout.strip() == f"StorageError no space left on {path} (file size limit reached)"
     assert checkpoint.load(path) == {"epoch": 1}  # the previous checkpoint is intact
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("decay", "scheduler"),
+    [(0.0, ["scheduler=constant"]), (0.05, ["scheduler=inverse_time", "scheduler.decay=0.05"])],
+)
+def test_a_config_saved_before_the_scheduler_group_resumes_as_the_same_run(
+    compose_cfg, decay: float, scheduler: list[str]
+) -> None:
+    """trainer.lr_decay d (earlier mtlrun) is today's scheduler with the same learning rates,
+    and a config without trainer.precision trained in fp32: no difference, so it resumes."""
+    from omegaconf import OmegaConf
+
+    from mtlrun.training.checkpoint import config_differences
+
+    now = OmegaConf.to_container(compose_cfg(scheduler), resolve=True)
+    before = OmegaConf.to_container(compose_cfg(scheduler), resolve=True)
+    del before["scheduler"], before["trainer"]["precision"]
+    before["trainer"]["lr_decay"] = decay
+    assert config_differences(before, now) == []
+    other = OmegaConf.to_container(compose_cfg(["scheduler=inverse_time"]), resolve=True)
+    assert config_differences(before, other) == (
+        [] if decay == 0.05 else ["scheduler._target_", "scheduler.decay"]
+    )

@@ -211,3 +211,30 @@ def test_evaluation_runs_shortest_sentences_first_and_scores_as_in_file_order(
         for name, value in scores.items():
             assert fast.metrics[task][name] == pytest.approx(value, abs=1e-12)
         assert fast.loss[task] == pytest.approx(plain.loss[task], rel=1e-5)
+
+
+def test_span_predictions_come_back_in_iob2_whatever_the_training_scheme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NER trained in BIOES (Sun et al.'s scheme) is predicted as S-/E- tags; the predictions
+    written next to the gold tags (conlleval's input) are IOB2, like the gold."""
+    words = ("Peter", "Blackburn", "visits", "Bonn")
+    ner = ("B-PER", "I-PER", "O", "B-LOC")
+    sentences = [Sentence(words, {"ner": ner})]
+    data = TaggingData(
+        "t", {s: sentences for s in ("train", "valid", "test")}, ["ner"],
+        tag_schemes={"ner": "bioes"}, metrics={"ner": "f1"},
+    )  # fmt: skip
+    task = data.tasks[0]
+    assert task.scheme == "bioes" and {"S-LOC", "E-PER"} <= set(task.labels)
+    model = tiny_model(data)
+    bioes = ("B-PER", "E-PER", "O", "S-LOC")
+
+    def oracle(inputs: Any, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        ids = torch.tensor([[task.labels.index(t) for t in bioes]])
+        return {"ner": 50.0 * F.one_hot(ids, task.n_classes).float()}
+
+    monkeypatch.setattr(model, "forward", oracle)
+    result = evaluate(model, data, "test", data.tasks, 4, CPU)
+    assert result.pred["ner"] == [list(ner)] == result.gold["ner"]
+    assert result.metrics["ner"]["f1"] == 1.0

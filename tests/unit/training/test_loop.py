@@ -1,4 +1,4 @@
-"""fit(): history, checkpoints, best-on-valid, lr decay, early stopping, determinism, resume."""
+"""fit(): history, checkpoints, best-on-valid, lr schedule, early stopping, determinism, resume."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mtlrun.training import checkpoint
 from mtlrun.training.evaluate import evaluate
 from mtlrun.training.loop import FitState, TrainSettings, fit, restore
 from mtlrun.training.metrics import mean_primary
+from mtlrun.training.schedule import InverseTime
 from tests.helpers.fakedata import write_mnist_family
 
 CPU = torch.device("cpu")
@@ -126,8 +127,8 @@ def test_best_model_is_the_weights_of_the_best_epoch(data: TaggingData, tmp_path
     assert mean_primary(again.metrics, data.tasks) == pytest.approx(state.best_score)
 
 
-def test_lr_decay_schedule(data: TaggingData, tmp_path: Path) -> None:
-    state, (_, optimizer, _) = run(data, tmp_path, lr_decay=0.5)
+def test_inverse_time_schedule(data: TaggingData, tmp_path: Path) -> None:
+    state, (_, optimizer, _) = run(data, tmp_path, scheduler=InverseTime(0.5))
     lrs = [row["lr"] for row in state.history]
     assert lrs == pytest.approx([0.5 / (1 + 0.5 * (e - 1)) for e in (1, 2, 3)])
     assert lrs == pytest.approx([0.5, 1 / 3, 0.25])
@@ -161,10 +162,10 @@ def test_same_seed_same_history(data: TaggingData, tmp_path: Path) -> None:
 def test_resume_equals_an_uninterrupted_run(data: TaggingData, tmp_path: Path) -> None:
     """3 epochs straight == 2 epochs, restore(last.pt) into fresh objects, 1 more epoch.
 
-    Momentum and lr decay make the optimizer state and its initial_lr matter; dropout (0.5)
+    Momentum and an lr schedule make the optimizer and scheduler states matter; dropout (0.5)
     makes the RNG state matter; the fresh objects have other weights, lr and RNG.
     """
-    schedule = {"lr_decay": 0.1}
+    schedule = {"scheduler": InverseTime(0.1)}
     straight, (model_a, optimizer_a, _) = run(
         data, tmp_path / "straight", parts=build(data, momentum=0.9), **schedule
     )
@@ -187,7 +188,8 @@ def test_resume_equals_an_uninterrupted_run(data: TaggingData, tmp_path: Path) -
     assert without_time(resumed.history) == without_time(straight.history)
     assert resumed.best_epoch == straight.best_epoch
     assert optimizer_b.param_groups[0]["lr"] == optimizer_a.param_groups[0]["lr"]
-    assert optimizer_b.param_groups[0]["lr"] == pytest.approx(0.5 / 1.2)
+    # the scheduler steps after every epoch: the optimiser holds the lr of a 4th epoch
+    assert optimizer_b.param_groups[0]["lr"] == 0.5 / (1.0 + 0.1 * 3)
 
 
 # -------------------------------------------------------------------- image tasks

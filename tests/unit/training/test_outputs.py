@@ -161,3 +161,48 @@ def test_git_commit_is_read_once_per_process(monkeypatch: pytest.MonkeyPatch) ->
         assert len(calls) == 2
     finally:
         run_module._source_commit.cache_clear()
+
+
+def _rows() -> list[dict]:
+    return [
+        {
+            "epoch": e, "train/loss/a": 1.0 / e, "valid/loss/a": 1.2 / e, "train/loss/b": 2.0 / e,
+            "valid/loss/b": 2.5 / e, "valid/a/accuracy": 0.5 + 0.1 * e, "valid/b/f1": 0.2 * e,
+            "weight/a": 1.0 + e / 10, "weight/b": 1.0 - e / 10, "kkt/stationary": e / 4,
+            "kkt/ratio": 0.5 / e,
+        }
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+
+
+def test_curves_use_one_colour_per_task_train_solid_valid_dashed() -> None:
+    from matplotlib.colors import to_hex
+
+    from mtlrun.training.outputs import curves_figure
+
+    fig = curves_figure(_rows(), ["a", "b"], {"a": "accuracy", "b": "f1"})
+    loss, valid = fig.axes
+    lines = {ln.get_label(): ln for ax in fig.axes for ln in ax.get_lines()}
+    for task in ("a", "b"):
+        colours = {to_hex(lines[k].get_color()) for k in lines if k.startswith(f"{task} ")}
+        assert len(colours) == 1  # the task's colour, in both panels
+    assert lines["a train"].get_linestyle() == "-" and lines["a valid"].get_linestyle() == "--"
+    assert lines["b valid f1"].get_linestyle() == "--"
+    assert to_hex(lines["a train"].get_color()) != to_hex(lines["b train"].get_color())
+    for ax in (loss, valid):
+        assert ax.get_ylabel() and ax.get_xlabel() == "epoch"
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_balancer_figure_shows_the_kkt_ratio_with_y_labels() -> None:
+    from mtlrun.training.outputs import balancer_figure
+
+    fig = balancer_figure(_rows(), ["a", "b"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["task weights", "Pareto-stationary mini-batches",
+                      "KKT ratio ||Σ α g|| / max ||g||"]  # fmt: skip
+    assert all(ax.get_ylabel() for ax in fig.axes)
+    ratio = fig.axes[2].get_lines()[0].get_ydata()
+    assert list(ratio) == [0.5, 0.25, 0.5 / 3]
+    assert balancer_figure([{"epoch": 1}], ["a"]) is None
