@@ -197,6 +197,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median taken)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the data's own")
+    parser.add_argument(
+        "--balancers",
+        default=None,
+        help="comma list of balancer names: only their rows (default: every row)",
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     results: list[tuple[str, str, str, float | None, str]] = []
@@ -210,7 +215,9 @@ def main() -> None:
                 base.append(f"trainer.batch_size={args.batch_size}")
             # equal runs first and again last: the first timed row also pays the device's warm-up
             # (clocks, cuDNN autotuning), so the faster of its two timings is the baseline.
-            for row in [*ROWS, dataclasses.replace(ROWS[0], label="equal (again, last)")]:
+            chosen = args.balancers.split(",") if args.balancers else None
+            rows = [r for r in ROWS if chosen is None or r.overrides[0].split("=")[1] in chosen]
+            for row in [*rows, dataclasses.replace(ROWS[0], label="equal (again, last)")]:
                 sec, why, cfg = bench(base, row, args, device)
                 backbone = _backbone(cfg) if cfg is not None else "?"
                 results.append((data_label, backbone, row.label, sec, why))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mtlrun.errors import ConfigError, DataError
 
@@ -102,6 +101,10 @@ def _read_pair(
 
     Checks that the files hold as many labels as images and labels in ``0..n_classes-1``.
     """
+    # torchvision.datasets imports torchvision.models (2 s): only when files are read, so that
+    # composing or checking a config (mtlrun --help, a refused run) stays quick
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     pair: list[Tensor] = []
     for path, reader in ((images_path, read_image_file), (labels_path, read_label_file)):
         try:

@@ -90,14 +90,14 @@ RESUME_FREE = (
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two plain config dicts, resume-free keys aside."""
-    a, b = flatten(upgrade(saved)), flatten(current)
+    a, b = flatten(upgrade(saved)), flatten(upgrade(current))
     keys = sorted(set(a) | set(b))
     return [k for k in keys if a.get(k) != b.get(k) and not k.startswith(RESUME_FREE)]
 
 
 def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: list[str]) -> str:
     """``key (saved A, now B)`` for each differing key, at most 8 of them."""
-    a, b = flatten(upgrade(saved)), flatten(current)
+    a, b = flatten(upgrade(saved)), flatten(upgrade(current))
     shown = [f"{k} (saved {a.get(k, '<absent>')}, now {b.get(k, '<absent>')})" for k in keys[:8]]
     return ", ".join(shown) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 

@@ -419,7 +419,7 @@ def test_bench_runs_two_steps_on_generated_data() -> None:
     env["OMP_NUM_THREADS"] = "1"  # small steps: threads only contend with the other tests
     done = subprocess.run(
         [sys.executable, str(BENCH), "--steps", "2", "--warmup", "1", "--repeats", "1"]
-        + ["--device", "cpu"],
+        + ["--device", "cpu", "--balancers", "equal,mgda_ub,upgrad"],
         capture_output=True,
         text=True,
         env=env,
@@ -433,3 +433,5 @@ def test_bench_runs_two_steps_on_generated_data() -> None:
     assert any(line.startswith("| mnist3 | lenet_bn | equal | ") for line in lines)
     assert any(line.startswith("| toy | cnn_bilstm | mgda_ub | ") for line in lines)
     assert any("| mnist3 | lenet_bn | mgda_ub | skipped [" in line for line in lines)
+    assert any(line.startswith("| toy | cnn_bilstm | upgrad | ") for line in lines)
+    assert not any("| pcgrad |" in line for line in lines)  # --balancers: those rows only
