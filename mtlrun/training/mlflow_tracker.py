@@ -20,6 +20,7 @@ from mtlrun.training.trackers import flat_config, install_hint, one_line
 
 log = logging.getLogger(__name__)
 
+RUN_ID_FILE = ".mlflow_run.json"  # the MLflow run this folder's run opened (store, run id)
 RUN_DIR_TAG = "mtlrun.run_dir"  # a run's tag: its run folder, to find earlier runs of it
 _UNSAFE_KEY = re.compile(r"[^\w./\- :]")  # what MLflow refuses in a metric or parameter name
 
@@ -152,6 +153,7 @@ class MLflowTracker:
         self._supersede(experiment_id)
         tags = {**self.tags, RUN_DIR_TAG: str(self.run_dir)}
         run = self.client.create_run(experiment_id, tags=tags, run_name=self.run_name)
+        self._remember(experiment_id, str(run.info.run_id))
         params = [
             Param(_key(k), _text(v)[:MAX_PARAM_VAL_LENGTH])
             for k, v in flat_config(self._config).items()
@@ -184,19 +186,34 @@ class MLflowTracker:
             return str(found.experiment_id)
 
     def _supersede(self, experiment_id: str) -> None:
-        folder = str(self.run_dir)
-        if "'" in folder:  # cannot be quoted in MLflow's filter syntax
+        """Delete the run an earlier process opened for this folder in this store (its id is
+        in :data:`RUN_ID_FILE`). Not a search of the store: a file store's search reads every
+        run's metric files, which parallel jobs are writing at that moment."""
+        from mlflow.exceptions import MlflowException
+
+        path = self.run_dir / RUN_ID_FILE
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return
-        earlier = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{folder}'"
+        if not isinstance(earlier, dict) or earlier.get("tracking_uri") != self.uri:
+            return
+        try:
+            self.client.delete_run(str(earlier.get("run_id")))
+        except MlflowException:  # deleted meanwhile, or never finished opening
+            return
+        log.info(
+            "mlflow: deleted run %s, opened for this folder by an earlier process (this run "
+            "logs the whole history again)",
+            earlier.get("run_id"),
         )
-        for run in earlier:
-            self.client.delete_run(run.info.run_id)
-            log.info(
-                "mlflow: deleted run %s, opened for this folder by an earlier process (this "
-                "run logs the whole history again)",
-                run.info.run_id,
-            )
+
+    def _remember(self, experiment_id: str, run_id: str) -> None:
+        """Write :data:`RUN_ID_FILE` into the run folder (which the run owns; none: nothing to
+        supersede later)."""
+        record = {"tracking_uri": self.uri, "experiment_id": experiment_id, "run_id": run_id}
+        if self.run_dir.is_dir():
+            (self.run_dir / RUN_ID_FILE).write_text(json.dumps(record), encoding="utf-8")
 
     def _log_metrics(self, values: Sequence[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric

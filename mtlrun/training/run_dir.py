@@ -52,6 +52,7 @@ EMPTY_RUN_FILES = (
     "history.csv",
     "tensorboard",
     "wandb",
+    ".mlflow_run.json",
     "checkpoints",
 )
 NOSPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}

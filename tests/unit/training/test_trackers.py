@@ -364,7 +364,7 @@ def test_mlflow_restart_in_the_same_folder_replaces_the_earlier_run(
     first = MLflowTracker(run_dir, CONFIG, "g", str(store))
     first.rows(HISTORY[:2])
     first.close("failed")  # killed; restarted in its folder, the run logs all rows again
-    other = MLflowTracker(tmp_path / "other", CONFIG, "g", str(store))
+    other = MLflowTracker(run_folder(tmp_path / "o"), CONFIG, "g", str(store))
     other.rows(HISTORY[:1])
     second = MLflowTracker(run_dir, CONFIG, "g", str(store), experiment=None)
     second.rows(HISTORY)
