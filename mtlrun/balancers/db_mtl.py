@@ -132,9 +132,9 @@ class DualBalancing(PerBlock):
     """DB-MTL as LibMTL runs it: the driver back-propagates log(L_t + ε) (every block gets the
     log-loss gradient) and each shared block gets :class:`DBMTL`'s direction."""
 
-    deviations = (
+    block_deviation = (
         "one EMA and one gradient-magnitude balance per shared block (LibMTL: one over all "
-        "shared parameters)",
+        "shared parameters)"
     )
 
     def __init__(
@@ -145,6 +145,7 @@ class DualBalancing(PerBlock):
         kkt_every: int = 1,
         kkt_tol: float = 0.05,
         name: str = "db_mtl",
+        group: str = "block",
     ) -> None:
         errors = ArgumentErrors()
         check_db_mtl(errors, beta, beta_sigma)
@@ -154,7 +155,7 @@ class DualBalancing(PerBlock):
 
         super().__init__(
             tasks, weighting, "direction", "params", "segment", kkt_every, kkt_tol, name,
-            paper=PAPER, errors=errors,
+            paper=PAPER, errors=errors, group=group,
         )  # fmt: skip
         self.beta, self.beta_sigma = beta, beta_sigma
 

@@ -85,10 +85,8 @@ class IMTL(PerBlock):
     """IMTL-L's learned loss scales (global) with IMTL-G per shared block. ``lr``: Adam on s
     (default: ``optim=adam``'s lr, as LibMTL steps s with the model's optimiser)."""
 
-    deviations = (
-        "IMTL-G weights per shared block (LibMTL: one over all shared parameters)",
-        "the loss scales have their own Adam (LibMTL: the model's optimiser)",
-    )
+    deviations = ("the loss scales have their own Adam (LibMTL: the model's optimiser)",)
+    block_deviation = "IMTL-G weights per shared block (LibMTL: one over all shared parameters)"
 
     def __init__(
         self,
@@ -99,12 +97,14 @@ class IMTL(PerBlock):
         kkt_every: int = 1,
         kkt_tol: float = 0.05,
         name: str = "imtl",
+        group: str = "block",
     ) -> None:
         errors = ArgumentErrors()
         errors.require(math.isfinite(lr) and lr > 0, "lr", "> 0", lr)
         super().__init__(
-            tasks, IMTLG, "gram", on, at, kkt_every, kkt_tol, name, paper=PAPER, errors=errors
-        )
+            tasks, IMTLG, "gram", on, at, kkt_every, kkt_tol, name, paper=PAPER, errors=errors,
+            group=group,
+        )  # fmt: skip
         self.lr = lr
         self.scale = torch.zeros(len(self.tasks), requires_grad=True)  # s_t, LibMTL starts at 0
         self.optimizer = torch.optim.Adam([self.scale], lr=lr)

@@ -108,6 +108,7 @@ class MGDA(PerBlock):
         kkt_tol: float = 0.05,
         compare_solvers: bool = False,
         name: str = "mgda",
+        group: str = "block",
     ) -> None:
         errors = ArgumentErrors()
         check_mgda(errors, len(tasks), solver, normalize, at, max_iter)
@@ -117,7 +118,9 @@ class MGDA(PerBlock):
             w._tol = kkt_tol
             return w
 
-        super().__init__(tasks, weighting, "gram", on, at, kkt_every, kkt_tol, name, errors=errors)
+        super().__init__(
+            tasks, weighting, "gram", on, at, kkt_every, kkt_tol, name, errors=errors, group=group
+        )
         self.solver, self.normalize, self.max_iter = solver, normalize, max_iter
 
     def _log(self, losses: dict[str, Tensor], weights) -> dict[str, float]:

@@ -7,8 +7,14 @@ the block's parameters, ``on="params"``, or at its output Z_i, ``on="z"``; see
 direction) as the block's update. A block used by one task gets that task's gradient unchanged,
 whatever the weighting; parameters outside every block (cross-stitch units) get the sum.
 
+``group="all"`` weighs the shared blocks of one set of users together instead: their
+gradients are concatenated into one vector per task and get one weighting (for hard sharing: one
+over all shared parameters, as LibMTL and the weightings' authors apply them). Blocks with
+different users (hierarchical, sparse, tree-shaped networks) still get one weighting per set of
+users, and single-user blocks their task's gradient.
+
 The Pareto-stationarity monitor reads the same Gram matrices (no extra backward pass): a
-min-norm solve per shared block on one step in ``kkt_every``.
+min-norm solve per shared block (per group) on one step in ``kkt_every``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from mtlrun.errors import ConfigError
 from mtlrun.model.paths import MultiTaskModel
 
 Factory = Callable[..., Any]
+GROUPS = ("block", "all")
 
 
 class PerBlock(BlockBalancer):
@@ -36,6 +43,8 @@ class PerBlock(BlockBalancer):
     Logs ``weight/<task>`` (the task's mean weight over the shared blocks it uses, where the
     weighting gives weights) and the weighting's own entries, averaged over blocks.
     """
+
+    block_deviation = ""  # a subclass's departure that only per-block grouping makes
 
     def __init__(
         self,
@@ -50,17 +59,31 @@ class PerBlock(BlockBalancer):
         paper: str = "",
         deviations: Sequence[str] = (),
         errors: ArgumentErrors | None = None,
+        group: str = "block",
+        block_deviation: str = "",
     ) -> None:
         """``paper``: the reference a YAML names (shown in ``--help``); ``errors``: a
-        subclass's argument problems, raised with the driver's in one error."""
+        subclass's argument problems, raised with the driver's in one error. ``group``:
+        ``block`` (one weighting per shared block) or ``all`` (one per set of users over their
+        shared blocks together; module docstring). ``block_deviation``: a departure from the
+        authors' code that only ``group=block`` makes (recorded then, not with ``all``)."""
         errors = errors if errors is not None else ArgumentErrors()
         errors.choice("on", on, B.GRADIENT_SPACES)
         errors.choice("at", at, B.REPRESENTATION_AT)
         errors.choice("stat", stat, ("auto", "gram", "factor", "rows", "direction"))
+        errors.choice("group", group, GROUPS)
+        errors.require(
+            not (group == "all" and on == "z"), "group",
+            "`block` with `balancer.on=z` (block outputs are weighed where each segment ends; "
+            "`all` groups parameter gradients)", group,
+        )  # fmt: skip
         super().__init__(tasks, name, kkt_every, kkt_tol, errors)
         self.factory, self.stat, self.on, self.at = weighting, stat, on, at
+        self.group = group
         self.paper = paper
-        self.deviations = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
+        own = [*type(self).deviations, *deviations]  # a subclass's own, then the YAML's
+        per_block = block_deviation or type(self).block_deviation
+        self.deviations = [per_block, *own] if per_block and group == "block" else own
         self.uses_taps = on == "z"
         self.weightings: dict[str, Weighting] = {}
         self._pending: dict[str, Any] = {}
@@ -86,6 +109,26 @@ class PerBlock(BlockBalancer):
             ) from None
         except (TypeError, ValueError) as e:
             raise ConfigError(f"`balancer={self.name}`: {e}") from None
+
+    def groups(self, model: MultiTaskModel, params: Sequence[Tensor], tasks: Sequence[str]):
+        """The parameter blocks the weighting runs on: every block (``group=block``), or the
+        shared blocks of each set of users merged into one, named by its blocks joined with
+        ``+`` (``group=all``); single-user blocks stay as they are."""
+        blocks = B.param_blocks(model, params, tasks)
+        if self.group == "block":
+            return blocks
+        merged: dict[tuple[str, ...], B.ParamBlock] = {}
+        out: list[B.ParamBlock] = []
+        for blk in blocks:
+            if len(blk.users) == 1:
+                out.append(blk)
+            elif (key := tuple(blk.users)) in merged:
+                m = merged[key]
+                m.name, m.ks = f"{m.name}+{blk.name}", [*m.ks, *blk.ks]
+            else:
+                merged[key] = B.ParamBlock(blk.name, list(blk.ks), list(blk.users))
+                out.append(merged[key])
+        return out
 
     def weighting_for(self, block: str, n_users: int) -> Weighting:
         if block not in self.weightings:
@@ -131,7 +174,7 @@ class PerBlock(BlockBalancer):
         solved: list[B.BlockSolution] = []
         weights: list[tuple[list[str], Tensor]] = []
         self._logs: list[dict[str, float]] = []
-        for blk in B.param_blocks(model, params, tasks):
+        for blk in self.groups(model, params, tasks):
             done.update(blk.ks)
             if len(blk.users) == 1:
                 only = per_task[blk.users[0]]
@@ -205,7 +248,7 @@ class PerBlock(BlockBalancer):
     # ------------------------------------------------------------------ state
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "on": self.on}
+        return {"name": self.name, "on": self.on, "group": self.group}
 
     def state_dict(self) -> dict:
         return {"blocks": {b: w.state_dict() for b, w in self.weightings.items()}}

@@ -398,6 +398,7 @@ class MGDAConf(BalancerConf):
     kkt_every: int = 1
     kkt_tol: float = 0.05
     compare_solvers: bool = False  # also log frank_wolfe and projection iterations (Fig. 3)
+    group: str = "block"  # block | all (one problem over the shared blocks of the same tasks)
 
 
 @dataclass
@@ -435,6 +436,10 @@ class PerBlockConf(BalancerConf):
     kkt_every: int = 1  # the monitor reuses the block Gram matrices: every step is free
     kkt_tol: float = 0.05
     deviations: list[str] = field(default_factory=list)  # departures from the authors' code
+    # block: one weighting per shared block; all: one over the shared blocks of the same tasks
+    # (the authors' and LibMTL's grouping for hard sharing)
+    group: str = "block"
+    block_deviation: str = ""  # a departure only group=block makes (not recorded with all)
 
 
 @dataclass
@@ -446,6 +451,7 @@ class IMTLConf(BalancerConf):
     at: str = "segment"
     kkt_every: int = 1
     kkt_tol: float = 0.05
+    group: str = "block"  # block | all (LibMTL's: one IMTL-G over all shared parameters)
 
 
 @dataclass
@@ -456,6 +462,7 @@ class DBMTLConf(BalancerConf):
     beta_sigma: float = 0.0  # the EMA's step decay k^-beta_sigma (DB_beta_sigma)
     kkt_every: int = 1
     kkt_tol: float = 0.05
+    group: str = "block"  # block | all (LibMTL's: one EMA over all shared parameters)
 
 
 @dataclass

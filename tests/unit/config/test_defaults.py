@@ -207,7 +207,7 @@ def _yaml_restatements(group: str, option: str) -> list[str]:
 # DRIVER_KEYS; the arguments of an mtlrun weighting must equal that class's signature defaults
 # (torchjd's weightings take LibMTL's published values over torchjd's own on purpose).
 DRIVERS = {("balancer", "per_block"), ("balancer", "loss_based")}
-DRIVER_KEYS = {"name", "paper", "weighting", "stat", "deviations"}
+DRIVER_KEYS = {"name", "paper", "weighting", "stat", "deviations", "block_deviation"}
 
 
 def _driver_option(group: str, option: str) -> str | None:
