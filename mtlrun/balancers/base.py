@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -117,3 +117,22 @@ class BlockBalancer:
 
     def load_state_dict(self, state: dict) -> None:
         return None
+
+
+Opt = TypeVar("Opt", bound=torch.optim.Optimizer)
+
+
+def to_device(
+    param: Tensor, optimizer: Opt, device: torch.device, make: Callable[[Tensor], Opt]
+) -> tuple[Tensor, Opt]:
+    """A balancer's own learned tensor (loss weights, log-variances, logits) and its optimiser,
+    on ``device``: the values move, and ``make(moved)`` builds the optimiser again, loading the
+    old one's state (which moves its moments to the parameter's device). Unchanged when already
+    there."""
+    if param.device == device:
+        return param, optimizer
+    state = optimizer.state_dict()
+    moved = param.detach().to(device).requires_grad_(True)
+    rebuilt = make(moved)
+    rebuilt.load_state_dict(state)
+    return moved, rebuilt

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mtlrun.balancers.base import to_device
 from mtlrun.balancers.loss_based import LossWeighting
 from mtlrun.errors import ArgumentErrors
 
@@ -79,11 +80,10 @@ class FAMO(LossWeighting):
         return torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
 
     def _to(self, device: torch.device) -> None:
-        if self.logits.device != device:
-            state = self.optimizer.state_dict()
-            self.logits = self.logits.detach().to(device).requires_grad_(True)
-            self.optimizer = self._adam()
-            self.optimizer.load_state_dict(state)  # moves Adam's moments to the logits' device
+        self.logits, self.optimizer = to_device(
+            self.logits, self.optimizer, device,
+            lambda p: torch.optim.Adam([p], lr=self.w_lr, weight_decay=self.gamma),
+        )  # fmt: skip
 
     def objective(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         self._to(losses.device)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mtlrun.balancers import blocks as B
-from mtlrun.balancers.base import ArgumentErrors, BlockBalancer
+from mtlrun.balancers.base import ArgumentErrors, BlockBalancer, to_device
 from mtlrun.model.paths import MultiTaskModel
 
 MIN_WEIGHT = 1e-3
@@ -65,11 +65,9 @@ class GradNorm(BlockBalancer):
         return torch.optim.Adam([self.weights], lr=self.lr)
 
     def _to(self, device: torch.device) -> None:
-        if self.weights.device != device:
-            state = self.optimizer.state_dict()
-            self.weights = self.weights.detach().to(device)
-            self.optimizer = self._make_optimizer()
-            self.optimizer.load_state_dict(state)
+        self.weights, self.optimizer = to_device(
+            self.weights, self.optimizer, device, lambda p: torch.optim.Adam([p], lr=self.lr)
+        )
 
     # ------------------------------------------------------------------ gradient norms
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torchjd.aggregation import IMTLGWeighting
 
-from mtlrun.balancers.base import ArgumentErrors
+from mtlrun.balancers.base import ArgumentErrors, to_device
 from mtlrun.balancers.per_block import PerBlock
 from mtlrun.balancers.weighting import BlockStat, Weighting
 from mtlrun.model.paths import MultiTaskModel
@@ -111,11 +111,9 @@ class IMTL(PerBlock):
         self._index = {t: k for k, t in enumerate(self.tasks)}
 
     def _to(self, device: torch.device) -> None:
-        if self.scale.device != device:
-            state = self.optimizer.state_dict()
-            self.scale = self.scale.detach().to(device).requires_grad_(True)
-            self.optimizer = torch.optim.Adam([self.scale], lr=self.lr)
-            self.optimizer.load_state_dict(state)  # moves Adam's moments to the device too
+        self.scale, self.optimizer = to_device(
+            self.scale, self.optimizer, device, lambda p: torch.optim.Adam([p], lr=self.lr)
+        )
 
     def backward(self, losses: dict[str, Tensor], model: MultiTaskModel) -> dict[str, float]:
         self._to(next(iter(losses.values())).device)

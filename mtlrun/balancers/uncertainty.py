@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from mtlrun.balancers.base import ArgumentErrors
+from mtlrun.balancers.base import ArgumentErrors, to_device
 from mtlrun.balancers.loss_based import LossBalancer, LossWeighting
 
 # c_t of c_t e^{−s_t} L_t + ½ s_t for each likelihood (Kendall et al. 2018, module docstring).
@@ -45,13 +45,9 @@ class KendallWeighting(LossWeighting):
         self.optimizer = torch.optim.Adam([self.log_var], lr=lr)
 
     def _to(self, device: torch.device) -> None:
-        if self.log_var.device != device:
-            with torch.no_grad():
-                moved = self.log_var.detach().to(device).requires_grad_(True)
-            state = self.optimizer.state_dict()
-            self.log_var = moved
-            self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
-            self.optimizer.load_state_dict(state)
+        self.log_var, self.optimizer = to_device(
+            self.log_var, self.optimizer, device, lambda p: torch.optim.Adam([p], lr=self.lr)
+        )
 
     def objective(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         self._to(losses.device)
